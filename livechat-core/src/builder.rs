@@ -1,0 +1,140 @@
+//! [`LiveChatBuilder`]: store, authenticator and limits in; a tower layer and a handle out.
+
+use std::sync::Arc;
+
+use socketioxide::SocketIo;
+
+use crate::auth::{Authenticator, DynAuthenticator, Identity};
+use crate::chat::LiveChat;
+use crate::config::Limits;
+use crate::error::AuthError;
+use crate::layer::{LiveChatLayer, LiveChatService, NotFound};
+use crate::store::{DynStore, MemoryStore, Store};
+
+/// Builds a livechat service. Start with [`LiveChat::builder`].
+///
+/// ```
+/// use livechat_core::{LiveChat, auth::JwtAuthenticator, store::MemoryStore};
+/// let (layer, chat) = LiveChat::builder()
+///     .store(MemoryStore::new())
+///     .authenticator(JwtAuthenticator::hs256(b"a secret of at least 32 bytes...."))
+///     .build_layer();
+/// // Mount `layer` on your router: `axum::Router::new().layer(layer)`.
+/// # let _ = (layer, chat);
+/// ```
+pub struct LiveChatBuilder {
+    store: Option<Arc<dyn DynStore>>,
+    auth: Option<Arc<dyn DynAuthenticator>>,
+    limits: Limits,
+    ping_interval: Option<std::time::Duration>,
+}
+
+impl Default for LiveChatBuilder {
+    fn default() -> Self {
+        Self {
+            store: None,
+            auth: None,
+            limits: Limits::default(),
+            ping_interval: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveChatBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveChatBuilder")
+            .field("has_store", &self.store.is_some())
+            .field("has_authenticator", &self.auth.is_some())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Refuses every token: the fail-closed default when no authenticator is set.
+struct RefuseAll;
+impl Authenticator for RefuseAll {
+    async fn authenticate(&self, _: &str) -> Result<Identity, AuthError> {
+        Err(AuthError::Invalid("no authenticator is configured".into()))
+    }
+}
+
+impl LiveChatBuilder {
+    /// Where messages and the directory live. Defaults to a [`MemoryStore`].
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Who may connect. Defaults to refusing everyone (fail closed).
+    pub fn authenticator(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// All limits at once. Defaults to [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How often the server pings each client. Defaults to socket.io's 25 s.
+    pub fn ping_interval(mut self, interval: std::time::Duration) -> Self {
+        self.ping_interval = Some(interval);
+        self
+    }
+
+    fn build_io(self) -> (socketioxide::SocketIoBuilder, LiveChatParts) {
+        let frame = self.limits.max_frame_bytes;
+        let mut io = SocketIo::builder()
+            // Polling: the HTTP body limit. Websocket: the message and frame limits,
+            // which socketioxide otherwise leaves at 64 MiB / 16 MiB.
+            .max_payload(frame as u64)
+            .ws_max_message_size(frame)
+            .ws_max_frame_size(frame)
+            .max_buffer_size(self.limits.socket_buffer_packets)
+            .connect_timeout(self.limits.connect_timeout);
+        if let Some(interval) = self.ping_interval {
+            io = io.ping_interval(interval);
+        }
+        let parts = LiveChatParts {
+            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            auth: self.auth.unwrap_or_else(|| {
+                tracing::warn!("no authenticator configured: every connection will be refused");
+                Arc::new(RefuseAll)
+            }),
+            limits: self.limits,
+        };
+        (io, parts)
+    }
+
+    /// A tower layer to mount on a router, and the handle.
+    pub fn build_layer(self) -> (LiveChatLayer, LiveChat) {
+        let (io, parts) = self.build_io();
+        let (layer, io) = io.build_layer();
+        let chat = parts.into_chat(io);
+        (LiveChatLayer::new(layer), chat)
+    }
+
+    /// A standalone service (404 for everything but `/socket.io`), for bare hyper, and
+    /// the handle.
+    pub fn build_svc(self) -> (LiveChatService<NotFound>, LiveChat) {
+        let (io, parts) = self.build_io();
+        let (layer, io) = io.build_layer();
+        let chat = parts.into_chat(io);
+        (LiveChatLayer::new(layer).service(NotFound), chat)
+    }
+}
+
+struct LiveChatParts {
+    store: Arc<dyn DynStore>,
+    auth: Arc<dyn DynAuthenticator>,
+    limits: Limits,
+}
+
+impl LiveChatParts {
+    fn into_chat(self, io: SocketIo) -> LiveChat {
+        let chat = LiveChat::new(io.clone(), self.store, self.auth, self.limits);
+        crate::handlers::register(&io, chat.clone());
+        chat
+    }
+}

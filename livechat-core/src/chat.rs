@@ -1,0 +1,404 @@
+//! The [`LiveChat`] handle and the message pipeline:
+//! validate → authorize → rate-limit → store (idempotent, assigns `seq`) → broadcast.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+
+use crate::auth::{DynAuthenticator, Identity};
+use crate::builder::LiveChatBuilder;
+use crate::config::Limits;
+use crate::error::{AuthError, ChatError};
+use crate::handlers::user_room;
+use crate::model::{
+    Contact, ContactId, Direction, Message, MessageId, MsgType, NewMessage, Page, Role, Status,
+    UserId, Workspace, WorkspaceId,
+};
+use crate::protocol::{
+    HistoryRequest, SendMessage, SyncRequest, contact_room, events, workspace_room,
+};
+use crate::store::{Appended, DynStore, NewContact, NewWorkspace, SyncScope, clamp_limit};
+
+/// The handle to a running livechat: cheap to clone, shared with the socket handlers.
+///
+/// Server-side code (REST routes, webhooks, jobs) sends through [`LiveChat::publish`]
+/// and reads through [`LiveChat::history`] — the same pipeline and checks as the
+/// socket events, never around them.
+#[derive(Clone)]
+pub struct LiveChat {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LiveChat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveChat")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) io: SocketIo,
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) auth: Arc<dyn DynAuthenticator>,
+    pub(crate) limits: Limits,
+    send_limiter: DefaultKeyedRateLimiter<UserId>,
+    limiter_checks: AtomicU64,
+}
+
+/// A message sent by server-side code through [`LiveChat::publish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Publish {
+    /// The conversation.
+    pub contact_id: ContactId,
+    /// Plain text.
+    pub body: String,
+    /// Which way it travels.
+    pub direction: Direction,
+    /// Who wrote it (a phone number, a bot name…).
+    pub sender: Option<String>,
+    /// Idempotency key (for a webhook, the provider's message id).
+    pub client_id: Option<String>,
+    /// Defaults to `text`.
+    pub msg_type: MsgType,
+    /// Defaults to `received` for inbound and `sent` for outbound.
+    pub status: Option<Status>,
+    /// Twilio's SID, for SMS.
+    pub twilio_sid: Option<String>,
+}
+
+impl Publish {
+    /// A text message in `direction` with everything else defaulted.
+    pub fn new(contact_id: ContactId, direction: Direction, body: impl Into<String>) -> Self {
+        Self {
+            contact_id,
+            body: body.into(),
+            direction,
+            sender: None,
+            client_id: None,
+            msg_type: MsgType::Text,
+            status: None,
+            twilio_sid: None,
+        }
+    }
+
+    /// Sets who wrote it.
+    pub fn sender(mut self, sender: impl Into<String>) -> Self {
+        self.sender = Some(sender.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn client_id(mut self, key: impl Into<String>) -> Self {
+        self.client_id = Some(key.into());
+        self
+    }
+
+    /// Sets the kind of message.
+    pub fn msg_type(mut self, msg_type: MsgType) -> Self {
+        self.msg_type = msg_type;
+        self
+    }
+}
+
+/// Who a request acts for.
+enum Actor<'a> {
+    User(&'a Identity),
+    Server,
+}
+
+impl LiveChat {
+    /// Starts building a livechat service.
+    pub fn builder() -> LiveChatBuilder {
+        LiveChatBuilder::default()
+    }
+
+    pub(crate) fn new(
+        io: SocketIo,
+        store: Arc<dyn DynStore>,
+        auth: Arc<dyn DynAuthenticator>,
+        limits: Limits,
+    ) -> Self {
+        let quota = Quota::per_second(NonZeroU32::new(limits.send_rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(limits.send_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        Self {
+            inner: Arc::new(Inner {
+                io,
+                store,
+                auth,
+                limits,
+                send_limiter: RateLimiter::keyed(quota),
+                limiter_checks: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Checks a bearer token with the configured authenticator.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        self.inner.auth.authenticate(token).await
+    }
+
+    /// Sends a message as `who`: validated, authorized, rate-limited, stored, then
+    /// broadcast to the contact room and the workspace room (each socket once).
+    /// A retry with the same `clientId` returns the original and broadcasts nothing.
+    pub async fn send_message(&self, who: &Identity, req: SendMessage) -> Result<Message, ChatError> {
+        let direction = req.direction.unwrap_or(Direction::Outbound);
+        let publish = Publish {
+            contact_id: req.contact_id,
+            body: req.body,
+            direction,
+            sender: Some(who.user_id.to_string()),
+            client_id: req.client_id,
+            msg_type: req.msg_type.unwrap_or_default(),
+            status: None,
+            twilio_sid: None,
+        };
+        self.run_pipeline(Actor::User(who), publish).await
+    }
+
+    /// Sends a message from server-side code, through the same validation, storage
+    /// and broadcast as a socket's `send_message` (no membership check, no rate limit).
+    pub async fn publish(&self, msg: Publish) -> Result<Message, ChatError> {
+        self.run_pipeline(Actor::Server, msg).await
+    }
+
+    async fn run_pipeline(&self, actor: Actor<'_>, msg: Publish) -> Result<Message, ChatError> {
+        self.validate(&msg)?;
+        let contact = self.contact_or_not_found(msg.contact_id).await?;
+        if let Actor::User(who) = actor {
+            self.authorize(who, contact.workspace_id).await?;
+            self.check_send_rate(&who.user_id)?;
+        }
+        let status = msg.status.unwrap_or(match msg.direction {
+            Direction::Inbound => Status::Received,
+            Direction::Outbound => Status::Sent,
+        });
+        let new = NewMessage {
+            id: MessageId::new_v4(),
+            contact_id: contact.id,
+            workspace_id: contact.workspace_id,
+            sender: msg.sender,
+            body: msg.body,
+            direction: msg.direction,
+            status,
+            twilio_sid: msg.twilio_sid,
+            msg_type: msg.msg_type,
+            client_id: msg.client_id,
+            created_at: Utc::now(),
+        };
+        match self.inner.store.append(new).await? {
+            Appended::Inserted(message) => {
+                // The broadcast follows the commit: nobody sees what is not stored.
+                self.broadcast(&message).await;
+                Ok(message)
+            }
+            Appended::Duplicate(original) => Ok(original),
+        }
+    }
+
+    fn validate(&self, msg: &Publish) -> Result<(), ChatError> {
+        let limits = &self.inner.limits;
+        if msg.body.len() > limits.max_body_bytes {
+            return Err(ChatError::PayloadTooLarge {
+                what: "body",
+                actual: msg.body.len(),
+                limit: limits.max_body_bytes,
+            });
+        }
+        if msg.body.trim().is_empty() {
+            return Err(ChatError::InvalidPayload("the body is empty".into()));
+        }
+        if let Some(key) = &msg.client_id {
+            if key.is_empty() {
+                return Err(ChatError::InvalidPayload("clientId is empty".into()));
+            }
+            if key.len() > limits.max_client_id_bytes {
+                return Err(ChatError::InvalidPayload(format!(
+                    "clientId is {} bytes, over the limit of {}",
+                    key.len(),
+                    limits.max_client_id_bytes
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_send_rate(&self, user: &UserId) -> Result<(), ChatError> {
+        let limiter = &self.inner.send_limiter;
+        // The keyed limiter keeps one entry per user it has seen; now and then drop
+        // the ones whose budget is full again, so idle users cost no memory.
+        if self.inner.limiter_checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter.check_key(user).map_err(|not_until| ChatError::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        })
+    }
+
+    async fn broadcast(&self, message: &Message) {
+        let rooms = [contact_room(message.contact_id), workspace_room(message.workspace_id)];
+        if let Err(e) = self.inner.io.to(rooms).emit(events::NEW_MESSAGE, message).await {
+            tracing::warn!(message = %message.id, error = %e, "broadcast did not reach every socket");
+        }
+    }
+
+    async fn contact_or_not_found(&self, id: ContactId) -> Result<Contact, ChatError> {
+        self.inner
+            .store
+            .contact(id)
+            .await?
+            .ok_or(ChatError::NotFound("contact"))
+    }
+
+    /// The role of `who` in `workspace`, or `forbidden`. A workspace grant in the token
+    /// is authoritative when present; otherwise storage decides.
+    pub async fn authorize(&self, who: &Identity, workspace: WorkspaceId) -> Result<Role, ChatError> {
+        let role = match &who.workspaces {
+            Some(granted) => granted.contains(&workspace).then_some(Role::Agent),
+            None => self.inner.store.member_role(workspace, &who.user_id).await?,
+        };
+        role.ok_or(ChatError::Forbidden)
+    }
+
+    /// A page of a conversation, newest first (the socket `history` event).
+    pub async fn history(&self, who: &Identity, req: HistoryRequest) -> Result<Page, ChatError> {
+        let contact = self.contact_or_not_found(req.contact_id).await?;
+        self.authorize(who, contact.workspace_id).await?;
+        Ok(self
+            .inner
+            .store
+            .history(contact.id, req.before, clamp_limit(req.limit))
+            .await?)
+    }
+
+    /// Every message after `after`, oldest first (the socket `sync` event): the resync
+    /// after a reconnect.
+    pub async fn sync(&self, who: &Identity, req: SyncRequest) -> Result<Page, ChatError> {
+        let scope = match (req.workspace_id, req.contact_id) {
+            (Some(ws), None) => {
+                self.authorize(who, ws).await?;
+                SyncScope::Workspace(ws)
+            }
+            (None, Some(c)) => {
+                let contact = self.contact_or_not_found(c).await?;
+                self.authorize(who, contact.workspace_id).await?;
+                SyncScope::Contact(c)
+            }
+            _ => {
+                return Err(ChatError::InvalidPayload(
+                    "give exactly one of workspaceId and contactId".into(),
+                ));
+            }
+        };
+        Ok(self
+            .inner
+            .store
+            .sync(scope, req.after, clamp_limit(req.limit))
+            .await?)
+    }
+
+    pub(crate) async fn join_contact(
+        &self,
+        s: &SocketRef,
+        who: &Identity,
+        contact: ContactId,
+    ) -> Result<serde_json::Value, ChatError> {
+        let contact = self.contact_or_not_found(contact).await?;
+        self.authorize(who, contact.workspace_id).await?;
+        let room = contact_room(contact.id);
+        self.join(s, &room)?;
+        Ok(serde_json::json!({ "room": room, "workspaceId": contact.workspace_id }))
+    }
+
+    pub(crate) async fn join_workspace(
+        &self,
+        s: &SocketRef,
+        who: &Identity,
+        workspace: WorkspaceId,
+    ) -> Result<serde_json::Value, ChatError> {
+        self.authorize(who, workspace).await?;
+        let room = workspace_room(workspace);
+        self.join(s, &room)?;
+        Ok(serde_json::json!({ "room": room }))
+    }
+
+    fn join(&self, s: &SocketRef, room: &str) -> Result<(), ChatError> {
+        let rooms = s.rooms();
+        if !rooms.iter().any(|r| r == room) && rooms.len() >= self.inner.limits.max_rooms_per_socket {
+            return Err(ChatError::LimitReached(format!(
+                "a socket may be in at most {} rooms",
+                self.inner.limits.max_rooms_per_socket
+            )));
+        }
+        s.join(room.to_owned());
+        Ok(())
+    }
+
+    /// Creates a workspace.
+    pub async fn create_workspace(&self, new: NewWorkspace) -> Result<Workspace, ChatError> {
+        Ok(self.inner.store.create_workspace(new).await?)
+    }
+
+    /// A workspace by id.
+    pub async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, ChatError> {
+        Ok(self.inner.store.workspace(id).await?)
+    }
+
+    /// Creates a contact in an existing workspace.
+    pub async fn create_contact(&self, new: NewContact) -> Result<Contact, ChatError> {
+        Ok(self.inner.store.create_contact(new).await?)
+    }
+
+    /// A contact by id.
+    pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, ChatError> {
+        Ok(self.inner.store.contact(id).await?)
+    }
+
+    /// Adds a member to a workspace (or changes their role).
+    pub async fn add_member(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        role: Role,
+    ) -> Result<(), ChatError> {
+        Ok(self.inner.store.add_member(workspace, user, role).await?)
+    }
+
+    /// Removes a member. Their sockets on this node leave the workspace's room and
+    /// every contact room of that workspace at once.
+    pub async fn remove_member(&self, workspace: WorkspaceId, user: &UserId) -> Result<bool, ChatError> {
+        let removed = self.inner.store.remove_member(workspace, user).await?;
+        let ws_room = workspace_room(workspace);
+        for s in self.inner.io.to(user_room(user)).sockets() {
+            s.leave(ws_room.clone());
+            for room in s.rooms() {
+                let Some(id) = room.strip_prefix("contact:").and_then(|id| id.parse().ok()) else {
+                    continue;
+                };
+                let contact = self.inner.store.contact(ContactId(id)).await?;
+                if contact.is_some_and(|c| c.workspace_id == workspace) {
+                    s.leave(room.clone());
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Disconnects every socket. Call it when the host shuts down.
+    pub async fn close(&self) {
+        self.inner.io.clone().close().await;
+    }
+}

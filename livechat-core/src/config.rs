@@ -1,0 +1,45 @@
+//! Limits and their documented defaults.
+
+use std::time::Duration;
+
+/// The limits every connection and request is held to. Each has a sane default.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest message body in bytes (`payload_too_large` above). Defaults to 16 KiB.
+    pub max_body_bytes: usize,
+    /// Largest Engine.IO frame (websocket message or polling request body) in bytes;
+    /// a larger one closes that connection only. Defaults to 1 MiB.
+    pub max_frame_bytes: usize,
+    /// Deepest JSON nesting of a request payload. Defaults to 32.
+    pub max_json_depth: usize,
+    /// Rooms one socket may be in (its own user room included). Defaults to 100.
+    pub max_rooms_per_socket: usize,
+    /// Longest `clientId` in bytes. Defaults to 128.
+    pub max_client_id_bytes: usize,
+    /// `send_message` budget per user: sustained messages per second. Defaults to 10.
+    pub send_rate_per_sec: u32,
+    /// `send_message` budget per user: burst. Defaults to 30.
+    pub send_burst: u32,
+    /// Packets buffered per socket before it counts as too slow. Defaults to 256.
+    pub socket_buffer_packets: usize,
+    /// How long a client has to send its namespace connect (with the token) after the
+    /// transport opened. Defaults to 10 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            max_json_depth: 32,
+            max_rooms_per_socket: 100,
+            max_client_id_bytes: 128,
+            send_rate_per_sec: 10,
+            send_burst: 30,
+            socket_buffer_packets: 256,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Socket glue: the connect handshake and one handler per event. No business rules
+//! here — each handler decodes, calls the handle, and answers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, Value};
+use socketioxide::socket::Socket;
+use tokio::task::AbortHandle;
+
+use crate::auth::{Identity, token_from_handshake};
+use crate::chat::LiveChat;
+use crate::error::ChatError;
+use crate::protocol::{
+    AckReply, ContactRef, ErrorEvent, HistoryRequest, SendMessage, SyncRequest, WorkspaceRef,
+    decode_request, events,
+};
+
+/// Whether the client asked for an ack: without one, refusals go out as `livechat:error`.
+struct AckRequested(bool);
+
+impl<A: Adapter> FromMessageParts<A> for AckRequested {
+    type Error = Infallible;
+    fn from_message_parts(
+        _: &Arc<Socket<A>>,
+        _: &mut Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self(ack_id.is_some()))
+    }
+}
+
+/// The refusal a client sees in `connect_error`: always just "unauthorized".
+#[derive(Debug)]
+struct Unauthorized;
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("unauthorized")
+    }
+}
+
+/// Cancels the token-expiry timer when the socket goes away first.
+#[derive(Clone)]
+struct ExpiryTimer(AbortHandle);
+
+pub(crate) fn user_room(user: &crate::model::UserId) -> String {
+    format!("user:{user}")
+}
+
+/// Registers the `/` namespace: authentication middleware, then the event handlers.
+pub(crate) fn register(io: &SocketIo, chat: LiveChat) {
+    let auth_chat = chat.clone();
+    let authenticate = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| {
+        let chat = auth_chat.clone();
+        async move {
+            let token = token_from_handshake(auth.as_ref().ok(), s.req_parts());
+            let Some(token) = token else {
+                tracing::info!(sid = %s.id, reason = "no token", "connection refused");
+                return Err(Unauthorized);
+            };
+            match chat.authenticate(&token).await {
+                Ok(identity) => {
+                    s.extensions.insert(Arc::new(identity));
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::info!(sid = %s.id, reason = %e, "connection refused");
+                    Err(Unauthorized)
+                }
+            }
+        }
+    };
+    let on_connect = move |s: SocketRef, io: SocketIo| {
+        let chat = chat.clone();
+        async move { on_connect(chat, io, s) }
+    };
+    io.ns("/", on_connect.with(authenticate));
+}
+
+fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
+    let Some(identity) = s.extensions.get::<Arc<Identity>>() else {
+        // The middleware always inserts it; without one, refuse rather than guess.
+        let _ = s.disconnect();
+        return;
+    };
+    tracing::debug!(sid = %s.id, user = %identity.user_id, transport = ?s.transport_type(), "connected");
+    s.join(user_room(&identity.user_id));
+
+    if let Some(expires_at) = identity.expires_at {
+        let left = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+        let sid = s.id;
+        let io = io.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            if let Some(s) = io.get_socket(sid) {
+                tracing::info!(%sid, "token expired, disconnecting");
+                let _ = s.disconnect();
+            }
+        });
+        s.extensions.insert(ExpiryTimer(timer.abort_handle()));
+        s.on_disconnect(|s: SocketRef| async move {
+            if let Some(ExpiryTimer(handle)) = s.extensions.get::<ExpiryTimer>() {
+                handle.abort();
+            }
+        });
+    }
+
+    on(&s, &chat, events::JOIN_CONTACT, |chat, s, who, req: ContactRef| async move {
+        chat.join_contact(&s, &who, req.contact_id).await
+    });
+    on(&s, &chat, events::LEAVE_CONTACT, |_, s, _, req: ContactRef| async move {
+        s.leave(crate::protocol::contact_room(req.contact_id));
+        Ok(serde_json::json!({ "left": crate::protocol::contact_room(req.contact_id) }))
+    });
+    on(&s, &chat, events::JOIN_WORKSPACE, |chat, s, who, req: WorkspaceRef| async move {
+        chat.join_workspace(&s, &who, req.workspace_id).await
+    });
+    on(&s, &chat, events::LEAVE_WORKSPACE, |_, s, _, req: WorkspaceRef| async move {
+        s.leave(crate::protocol::workspace_room(req.workspace_id));
+        Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
+    });
+    on(&s, &chat, events::SEND_MESSAGE, |chat, _, who, req: SendMessage| async move {
+        chat.send_message(&who, req).await
+    });
+    on(&s, &chat, events::HISTORY, |chat, _, who, req: HistoryRequest| async move {
+        chat.history(&who, req).await
+    });
+    on(&s, &chat, events::SYNC, |chat, _, who, req: SyncRequest| async move {
+        chat.sync(&who, req).await
+    });
+}
+
+/// Registers one event: decode the payload (a parse failure is answered, never
+/// dropped), run `f`, answer through the ack or with `livechat:error`.
+fn on<Req, Res, F, Fut>(s: &SocketRef, chat: &LiveChat, event: &'static str, f: F)
+where
+    Req: DeserializeOwned + Send + 'static,
+    Res: Serialize + Send + 'static,
+    F: Fn(LiveChat, SocketRef, Arc<Identity>, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Res, ChatError>> + Send + 'static,
+{
+    let chat = chat.clone();
+    s.on(
+        event,
+        move |s: SocketRef,
+              TryData(data): TryData<serde_json::Value>,
+              ack: AckSender,
+              AckRequested(wanted): AckRequested| {
+            let chat = chat.clone();
+            let f = f.clone();
+            async move {
+                let decoded = data
+                    .map_err(|e| ChatError::InvalidPayload(format!("the payload does not parse: {e}")))
+                    .and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
+                let result = match (decoded, s.extensions.get::<Arc<Identity>>()) {
+                    (Ok(req), Some(who)) => f(chat, s.clone(), who, req).await,
+                    (Ok(_), None) => Err(ChatError::Unauthorized),
+                    (Err(e), _) => Err(e),
+                };
+                answer(&s, ack, wanted, event, result);
+            }
+        },
+    );
+}
+
+fn answer<T: Serialize>(
+    s: &SocketRef,
+    ack: AckSender,
+    wanted: bool,
+    event: &'static str,
+    result: Result<T, ChatError>,
+) {
+    if let Err(e) = &result {
+        log_refusal(s, event, e);
+    }
+    if wanted {
+        if let Err(e) = ack.send(&AckReply::from_result(result)) {
+            tracing::debug!(sid = %s.id, event, error = %e, "could not send the ack");
+        }
+    } else if let Err(e) = result {
+        let wire = e.to_wire();
+        let payload = ErrorEvent {
+            event: event.to_owned(),
+            code: wire.code,
+            message: wire.message,
+        };
+        if let Err(e) = s.emit(events::ERROR, &payload) {
+            tracing::debug!(sid = %s.id, event, error = %e, "could not send livechat:error");
+        }
+    }
+}
+
+fn log_refusal(s: &SocketRef, event: &str, e: &ChatError) {
+    match e {
+        ChatError::Store(cause) => {
+            tracing::error!(sid = %s.id, event, code = %e.code(), error = %cause, source = ?std::error::Error::source(cause), "request failed")
+        }
+        _ => tracing::debug!(sid = %s.id, event, code = %e.code(), reason = %e, "request refused"),
+    }
+}

@@ -1,0 +1,21 @@
+#![doc = include_str!("../docs/crate.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod auth;
+mod builder;
+mod chat;
+pub mod config;
+pub mod error;
+mod handlers;
+mod layer;
+pub mod model;
+pub mod protocol;
+pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use builder::LiveChatBuilder;
+pub use chat::{LiveChat, Publish};
+pub use config::Limits;
+pub use error::{ChatError, ErrorCode};
+pub use layer::{LiveChatLayer, LiveChatService, NotFound};

@@ -1,0 +1,259 @@
+//! The wire contract: event names, request payloads (camelCase, as the seed frontend
+//! sends them) and the shapes of acks and errors.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ChatError, ErrorCode};
+use crate::model::{ContactId, Direction, MsgType, WorkspaceId};
+
+/// Client → server event names.
+pub mod events {
+    /// `{ contactId }`: join room `contact:<id>`.
+    pub const JOIN_CONTACT: &str = "join_contact";
+    /// `{ contactId }`: leave room `contact:<id>`.
+    pub const LEAVE_CONTACT: &str = "leave_contact";
+    /// `{ workspaceId }`: join room `<workspaceId>`.
+    pub const JOIN_WORKSPACE: &str = "join_workspace";
+    /// `{ workspaceId }`: leave room `<workspaceId>`.
+    pub const LEAVE_WORKSPACE: &str = "leave_workspace";
+    /// `{ contactId, body, clientId?, msgType?, direction? }`.
+    pub const SEND_MESSAGE: &str = "send_message";
+    /// `{ contactId, before?, limit? }`.
+    pub const HISTORY: &str = "history";
+    /// `{ workspaceId | contactId, after, limit? }`.
+    pub const SYNC: &str = "sync";
+    /// Server → client: a stored message.
+    pub const NEW_MESSAGE: &str = "new_message";
+    /// Server → client: a refusal of a request that had no ack callback.
+    pub const ERROR: &str = "livechat:error";
+}
+
+/// The room of a contact's conversation.
+pub fn contact_room(id: ContactId) -> String {
+    format!("contact:{id}")
+}
+
+/// The room of a workspace: the bare id, as the seed frontend expects.
+pub fn workspace_room(id: WorkspaceId) -> String {
+    id.to_string()
+}
+
+/// `join_contact` / `leave_contact` payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactRef {
+    /// The contact.
+    pub contact_id: ContactId,
+}
+
+/// `join_workspace` / `leave_workspace` payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceRef {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+}
+
+/// `send_message` payload (and the REST body, with `contactId` from the path).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessage {
+    /// The conversation.
+    pub contact_id: ContactId,
+    /// Plain text, 1 byte to the body limit (16 KiB by default).
+    pub body: String,
+    /// The idempotency key: a retry with the same key returns the first message.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Defaults to `text`.
+    #[serde(default)]
+    pub msg_type: Option<MsgType>,
+    /// Defaults to `outbound` (an agent's reply).
+    #[serde(default)]
+    pub direction: Option<Direction>,
+}
+
+/// `history` payload: a keyset page, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryRequest {
+    /// The conversation.
+    pub contact_id: ContactId,
+    /// Only messages with `seq` below this.
+    #[serde(default)]
+    pub before: Option<i64>,
+    /// Page size; defaults to 50, clamped to 200.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `sync` payload: every message after a `seq`, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequest {
+    /// Sync a whole workspace…
+    #[serde(default)]
+    pub workspace_id: Option<WorkspaceId>,
+    /// …or one conversation.
+    #[serde(default)]
+    pub contact_id: Option<ContactId>,
+    /// The last `seq` the client has.
+    pub after: i64,
+    /// Page size; defaults to 50, clamped to 200.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// An error as the client sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A readable explanation.
+    pub message: String,
+    /// For `rate_limited` and `unavailable`: when to retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The answer to a request with an ack callback:
+/// `{ "ok": true, "data": … }` or `{ "ok": false, "error": … }`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum AckReply<T> {
+    /// Success.
+    Ok {
+        /// Always `true`.
+        ok: bool,
+        /// The result.
+        data: T,
+    },
+    /// Failure.
+    Err {
+        /// Always `false`.
+        ok: bool,
+        /// What went wrong.
+        error: WireError,
+    },
+}
+
+impl<T> AckReply<T> {
+    /// The reply for a result.
+    pub fn from_result(result: Result<T, ChatError>) -> Self {
+        match result {
+            Ok(data) => Self::Ok { ok: true, data },
+            Err(e) => Self::Err {
+                ok: false,
+                error: e.to_wire(),
+            },
+        }
+    }
+}
+
+/// The `livechat:error` event, sent when a refused request had no ack callback.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorEvent {
+    /// The event that was refused.
+    pub event: String,
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A readable explanation.
+    pub message: String,
+}
+
+/// The depth of a JSON value: 0 for a scalar, 1 for a flat object or array.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    // Iterative, so that a hostile payload cannot overflow the stack here.
+    let mut max = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Array(items) => Box::new(items.iter()),
+            serde_json::Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        max = max.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    max
+}
+
+/// Decodes a request payload: it must be a JSON object no deeper than `max_depth`,
+/// and have the fields of `T`. Errors are `invalid_payload` with serde's explanation.
+pub fn decode_request<T: DeserializeOwned>(
+    value: serde_json::Value,
+    max_depth: usize,
+) -> Result<T, ChatError> {
+    if !value.is_object() {
+        return Err(ChatError::InvalidPayload(format!(
+            "the payload must be a JSON object, got {}",
+            json_kind(&value)
+        )));
+    }
+    let depth = json_depth(&value);
+    if depth > max_depth {
+        return Err(ChatError::InvalidPayload(format!(
+            "the payload is nested {depth} levels deep, over the limit of {max_depth}"
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| ChatError::InvalidPayload(e.to_string()))
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn depth_counts_nesting() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!({"a": 1})), 1);
+        assert_eq!(json_depth(&json!({"a": [{"b": []}]})), 4);
+    }
+
+    #[test]
+    fn decode_explains_what_is_wrong() {
+        let err = decode_request::<ContactRef>(json!("x"), 32).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidPayload);
+        assert!(err.to_string().contains("a string"), "{err}");
+
+        let err = decode_request::<ContactRef>(json!({}), 32).unwrap_err();
+        assert!(err.to_string().contains("contactId"), "{err}");
+
+        let err = decode_request::<ContactRef>(json!({"contactId": "nope"}), 32).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidPayload);
+
+        let mut deep = json!(1);
+        for _ in 0..40 {
+            deep = json!({ "x": deep });
+        }
+        let err = decode_request::<ContactRef>(deep, 32).unwrap_err();
+        assert!(err.to_string().contains("deep"), "{err}");
+    }
+
+    #[test]
+    fn ack_reply_shapes() {
+        let ok = serde_json::to_value(AckReply::from_result(Ok::<_, ChatError>(5))).unwrap();
+        assert_eq!(ok, json!({"ok": true, "data": 5}));
+        let err = serde_json::to_value(AckReply::<()>::from_result(Err(ChatError::RateLimited {
+            retry_after: std::time::Duration::from_millis(250),
+        })))
+        .unwrap();
+        assert_eq!(
+            err,
+            json!({"ok": false, "error": {"code": "rate_limited", "message": "rate limit exceeded", "retry_after_ms": 250}})
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! The SQLite store: the embedded default.
+//!
+//! One writer connection and a pool of readers over a WAL database. All writes go
+//! through the single writer, so `seq` order is commit order without any locking of
+//! our own, and readers never block it. `synchronous=FULL` is set explicitly, so an
+//! acknowledged message survives power loss.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope};
+use crate::error::StoreError;
+use crate::model::{
+    Contact, ContactId, Message, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
+};
+
+/// How durable a commit is before it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is fsynced. An ack survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: in WAL mode a commit survives a process crash, but the last
+    /// commits before a power loss or OS crash may be lost although they were acknowledged.
+    Normal,
+}
+
+/// Settings of a [`SqliteStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteStoreOptions {
+    durability: Durability,
+    max_readers: u32,
+    busy_timeout: Duration,
+    acquire_timeout: Duration,
+}
+
+impl Default for SqliteStoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            max_readers: 4,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SqliteStoreOptions {
+    /// Defaults: `Durability::Full`, 4 readers, 5 s busy and acquire time-outs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How durable an acknowledged commit is. Defaults to [`Durability::Full`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Reader connections. Defaults to 4.
+    pub fn max_readers(mut self, n: u32) -> Self {
+        self.max_readers = n.max(1);
+        self
+    }
+
+    /// How long a statement waits for another process's lock. Defaults to 5 s.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long a request waits for a free connection before `unavailable`. Defaults to 5 s.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// A store on a SQLite file.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), livechat_core::error::StoreError> {
+/// use livechat_core::store::SqliteStore;
+/// let store = SqliteStore::open("sqlite://livechat.db").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+/// `SELECT <message columns> FROM livechat_messages ` followed by the rest of a query.
+/// A macro, so that every query stays a `'static` literal (sqlx audits dynamic SQL).
+macro_rules! select_messages {
+    ($($rest:literal),+) => {
+        concat!(
+            "SELECT id, contact_id, workspace_id, sender, body, is_read, direction, status, \
+             twilio_sid, msg_type, created_at, seq, client_id FROM livechat_messages ",
+            $($rest),+
+        )
+    };
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) and migrates the database at `url`
+    /// (`sqlite://path` or a plain path) with default options.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, SqliteStoreOptions::default()).await
+    }
+
+    /// Opens and migrates the database with the given options.
+    ///
+    /// An in-memory database (`:memory:`) is refused: the writer and the readers are
+    /// separate connections and would each see their own; use `MemoryStore` instead.
+    pub async fn open_with(url: &str, options: SqliteStoreOptions) -> Result<Self, StoreError> {
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() || path.contains(":memory:") {
+            return Err(StoreError::Backend(
+                "an in-memory SQLite database cannot be shared by the writer and readers; use MemoryStore"
+                    .into(),
+            ));
+        }
+        let connect = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.max_readers)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(map_err)?;
+        Ok(Self { writer, readers })
+    }
+
+    /// Closes both pools, waiting for running statements.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    /// Checks that the database answers, for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    async fn append_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        new: NewMessage,
+    ) -> Result<Appended, StoreError> {
+        // The insert takes the next seq from the workspace counter; on a duplicate
+        // client_id the unique index answers and nothing is written.
+        let inserted = sqlx::query(
+            "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
+             direction, status, twilio_sid, msg_type, created_at, seq, client_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, \
+                     (SELECT last_seq + 1 FROM workspaces WHERE id = ?3), ?11) \
+             ON CONFLICT (workspace_id, client_id) DO NOTHING \
+             RETURNING seq",
+        )
+        .bind(new.id.to_string())
+        .bind(new.contact_id.to_string())
+        .bind(new.workspace_id.to_string())
+        .bind(&new.sender)
+        .bind(&new.body)
+        .bind(new.direction.as_str())
+        .bind(new.status.as_str())
+        .bind(&new.twilio_sid)
+        .bind(new.msg_type.as_str())
+        .bind(new.created_at)
+        .bind(&new.client_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| map_insert_err(e, "contact", "message"))?;
+
+        match inserted {
+            Some(row) => {
+                let seq: i64 = row.try_get("seq").map_err(map_err)?;
+                sqlx::query("UPDATE workspaces SET last_seq = ?1 WHERE id = ?2")
+                    .bind(seq)
+                    .bind(new.workspace_id.to_string())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(Appended::Inserted(new.into_message(seq)))
+            }
+            None => {
+                let row = sqlx::query(select_messages!(
+                    "WHERE workspace_id = ?1 AND client_id = ?2"
+                ))
+                .bind(new.workspace_id.to_string())
+                .bind(&new.client_id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(map_err)?;
+                Ok(Appended::Duplicate(message_from_row(&row)?))
+            }
+        }
+    }
+}
+
+impl MessageStore for SqliteStore {
+    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let mut results = self.append_batch(vec![message]).await;
+        results.pop().unwrap_or(Err(StoreError::Corrupt("empty batch result".into())))
+    }
+
+    async fn append_batch(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        let n = messages.len();
+        let failed_all = |e: sqlx::Error| {
+            let shared = std::sync::Arc::new(e);
+            (0..n)
+                .map(|_| Err(map_err_ref(&shared)))
+                .collect::<Vec<_>>()
+        };
+        // IMMEDIATE takes the write lock up front, so another process holding the
+        // database cannot turn our read into a failed upgrade half-way through.
+        let mut tx = match self.writer.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(e) => return failed_all(e),
+        };
+        let mut results = Vec::with_capacity(n);
+        for m in messages {
+            // SQLite rolls back only the failed statement, so one bad message (say, an
+            // unknown contact) does not spoil the others in the batch.
+            results.push(Self::append_in(&mut tx, m).await);
+        }
+        if let Err(e) = tx.commit().await {
+            return failed_all(e);
+        }
+        results
+    }
+
+    async fn history(
+        &self,
+        contact: ContactId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let rows = sqlx::query(select_messages!(
+            "WHERE contact_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        ))
+        .bind(contact.to_string())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(map_err)?;
+        page_from_rows(rows, limit)
+    }
+
+    async fn sync(&self, scope: SyncScope, after: i64, limit: u32) -> Result<Page, StoreError> {
+        let (query, id) = match scope {
+            SyncScope::Workspace(id) => (
+                select_messages!("WHERE workspace_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"),
+                id.to_string(),
+            ),
+            SyncScope::Contact(id) => (
+                select_messages!("WHERE contact_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"),
+                id.to_string(),
+            ),
+        };
+        let rows = sqlx::query(query)
+        .bind(id)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(map_err)?;
+        page_from_rows(rows, limit)
+    }
+
+    async fn mark_read(&self, contact: ContactId, up_to: i64) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE livechat_messages SET is_read = 1 \
+             WHERE contact_id = ?1 AND seq <= ?2 AND is_read = 0",
+        )
+        .bind(contact.to_string())
+        .bind(up_to)
+        .execute(&self.writer)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(map_err)
+    }
+}
+
+impl Directory for SqliteStore {
+    async fn create_workspace(&self, new: NewWorkspace) -> Result<Workspace, StoreError> {
+        let created_at = Utc::now();
+        sqlx::query("INSERT INTO workspaces (id, name, phone, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(new.id.to_string())
+            .bind(&new.name)
+            .bind(&new.phone)
+            .bind(created_at)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| map_insert_err(e, "workspace", "workspace"))?;
+        Ok(Workspace {
+            id: new.id,
+            name: new.name,
+            phone: new.phone,
+            created_at,
+        })
+    }
+
+    async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        let row = sqlx::query("SELECT id, name, phone, created_at FROM workspaces WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| {
+            Ok(Workspace {
+                id: parse(&r, "id")?,
+                name: r.try_get("name").map_err(map_err)?,
+                phone: r.try_get("phone").map_err(map_err)?,
+                created_at: r.try_get("created_at").map_err(map_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
+        let created_at = Utc::now();
+        sqlx::query(
+            "INSERT INTO contacts (id, workspace_id, name, phone, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(new.id.to_string())
+        .bind(new.workspace_id.to_string())
+        .bind(&new.name)
+        .bind(&new.phone)
+        .bind(created_at)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| map_insert_err(e, "workspace", "contact"))?;
+        Ok(Contact {
+            id: new.id,
+            workspace_id: new.workspace_id,
+            name: new.name,
+            phone: new.phone,
+            created_at,
+        })
+    }
+
+    async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, workspace_id, name, phone, created_at FROM contacts WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| {
+            Ok(Contact {
+                id: parse(&r, "id")?,
+                workspace_id: parse(&r, "workspace_id")?,
+                name: r.try_get("name").map_err(map_err)?,
+                phone: r.try_get("phone").map_err(map_err)?,
+                created_at: r.try_get("created_at").map_err(map_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn add_member(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workspace_members (workspace_id, user_id, role, created_at) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(workspace.to_string())
+        .bind(user.as_str())
+        .bind(role.as_str())
+        .bind(Utc::now())
+        .execute(&self.writer)
+        .await
+        .map(|_| ())
+        .map_err(|e| map_insert_err(e, "workspace", "member"))
+    }
+
+    async fn remove_member(&self, workspace: WorkspaceId, user: &UserId) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM workspace_members WHERE workspace_id = ?1 AND user_id = ?2")
+            .bind(workspace.to_string())
+            .bind(user.as_str())
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected() > 0)
+            .map_err(map_err)
+    }
+
+    async fn member_role(
+        &self,
+        workspace: WorkspaceId,
+        user: &UserId,
+    ) -> Result<Option<Role>, StoreError> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM workspace_members WHERE workspace_id = ?1 AND user_id = ?2",
+        )
+        .bind(workspace.to_string())
+        .bind(user.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(map_err)?;
+        role.map(|r| r.parse().map_err(|e: crate::model::UnknownVariant| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+}
+
+fn page_from_rows(rows: Vec<SqliteRow>, limit: u32) -> Result<Page, StoreError> {
+    let has_more = rows.len() > limit as usize;
+    let messages = rows
+        .iter()
+        .take(limit as usize)
+        .map(message_from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(Page { messages, has_more })
+}
+
+fn message_from_row(r: &SqliteRow) -> Result<Message, StoreError> {
+    Ok(Message {
+        id: parse(r, "id")?,
+        contact_id: parse(r, "contact_id")?,
+        workspace_id: parse(r, "workspace_id")?,
+        sender: r.try_get("sender").map_err(map_err)?,
+        body: r.try_get("body").map_err(map_err)?,
+        is_read: r.try_get("is_read").map_err(map_err)?,
+        direction: parse(r, "direction")?,
+        status: parse(r, "status")?,
+        twilio_sid: r.try_get("twilio_sid").map_err(map_err)?,
+        msg_type: parse(r, "msg_type")?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+        seq: r.try_get("seq").map_err(map_err)?,
+        client_id: r.try_get("client_id").map_err(map_err)?,
+        reactions: Vec::new(),
+    })
+}
+
+fn parse<T>(row: &SqliteRow, column: &str) -> Result<T, StoreError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(column).map_err(map_err)?;
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{column} = {text:?}: {e}")))
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// SQLite's primary result codes that mean "try again later".
+const SQLITE_BUSY: &str = "5";
+const SQLITE_LOCKED: &str = "6";
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .map(|c| {
+                let primary = c.parse::<i32>().map(|n| (n & 0xff).to_string()).unwrap_or_default();
+                primary == SQLITE_BUSY || primary == SQLITE_LOCKED
+            })
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    if is_transient(&e) {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        backend(e)
+    }
+}
+
+fn map_err_ref(e: &std::sync::Arc<sqlx::Error>) -> StoreError {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Shared(std::sync::Arc<sqlx::Error>);
+    if is_transient(e) {
+        StoreError::Unavailable(Box::new(Shared(e.clone())))
+    } else {
+        StoreError::Backend(Box::new(Shared(e.clone())))
+    }
+}
+
+/// Maps an insert's failure: a broken foreign key means `missing` does not exist,
+/// a unique violation is a conflict.
+fn map_insert_err(e: sqlx::Error, missing: &'static str, existing: &'static str) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound(missing);
+        }
+        if db.is_unique_violation() {
+            return StoreError::Conflict(existing);
+        }
+        // seq is NULL when the workspace row is missing.
+        if db.is_check_violation() || db.message().contains("NOT NULL") {
+            return StoreError::NotFound(missing);
+        }
+    }
+    map_err(e)
+}

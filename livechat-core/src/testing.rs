@@ -1,0 +1,268 @@
+//! The storage conformance suite (feature `test-util`): one set of checks, run
+//! against every [`Store`] implementation — the bundled ones and yours.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! livechat_core::testing::conformance(livechat_core::store::MemoryStore::new()).await;
+//! # }
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::error::StoreError;
+use crate::model::{
+    ContactId, Direction, MessageId, MsgType, NewMessage, Role, Status, UserId, WorkspaceId,
+};
+use crate::store::{Appended, NewContact, NewWorkspace, Store, SyncScope};
+
+/// Runs every check on `store`, panicking with a description at the first failure.
+/// Each check works in workspaces of its own, so the store may hold other data.
+pub async fn conformance<S: Store>(store: S) {
+    let store = Arc::new(store);
+    directory(&*store).await;
+    append_assigns_seq_per_workspace(&*store).await;
+    append_is_idempotent(&*store).await;
+    append_refuses_a_foreign_contact(&*store).await;
+    history_pages(&*store).await;
+    sync_after(&*store).await;
+    mark_read(&*store).await;
+    batch(&*store).await;
+    racing_retries_store_once(store).await;
+}
+
+/// A fresh workspace with one contact.
+pub async fn workspace_with_contact(store: &impl Store) -> (WorkspaceId, ContactId) {
+    let ws = WorkspaceId::new_v4();
+    store
+        .create_workspace(NewWorkspace {
+            id: ws,
+            name: "Acme".into(),
+            phone: None,
+        })
+        .await
+        .expect("create_workspace");
+    let contact = ContactId::new_v4();
+    store
+        .create_contact(NewContact {
+            id: contact,
+            workspace_id: ws,
+            name: "Ada".into(),
+            phone: Some("+15550001".into()),
+        })
+        .await
+        .expect("create_contact");
+    (ws, contact)
+}
+
+/// A message for `contact` with an optional idempotency key.
+pub fn new_message(ws: WorkspaceId, contact: ContactId, body: &str, key: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: MessageId::new_v4(),
+        contact_id: contact,
+        workspace_id: ws,
+        sender: Some("agent-1".into()),
+        body: body.into(),
+        direction: Direction::Outbound,
+        status: Status::Sent,
+        twilio_sid: None,
+        msg_type: MsgType::Text,
+        client_id: key.map(str::to_owned),
+        created_at: Utc::now(),
+    }
+}
+
+async fn directory(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let w = store.workspace(ws).await.unwrap().expect("workspace is found");
+    assert_eq!(w.name, "Acme");
+    assert!(store.workspace(WorkspaceId::new_v4()).await.unwrap().is_none());
+    let c = store.contact(contact).await.unwrap().expect("contact is found");
+    assert_eq!((c.workspace_id, c.name.as_str()), (ws, "Ada"));
+    assert!(store.contact(ContactId::new_v4()).await.unwrap().is_none());
+
+    let dup = store
+        .create_workspace(NewWorkspace { id: ws, name: "again".into(), phone: None })
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "duplicate workspace id: {dup:?}");
+    let orphan = store
+        .create_contact(NewContact {
+            id: ContactId::new_v4(),
+            workspace_id: WorkspaceId::new_v4(),
+            name: "x".into(),
+            phone: None,
+        })
+        .await;
+    assert!(matches!(orphan, Err(StoreError::NotFound(_))), "contact without workspace: {orphan:?}");
+
+    let user = UserId::from("agent-7");
+    assert_eq!(store.member_role(ws, &user).await.unwrap(), None);
+    store.add_member(ws, user.clone(), Role::Agent).await.unwrap();
+    assert_eq!(store.member_role(ws, &user).await.unwrap(), Some(Role::Agent));
+    store.add_member(ws, user.clone(), Role::Admin).await.unwrap();
+    assert_eq!(store.member_role(ws, &user).await.unwrap(), Some(Role::Admin), "role is updated");
+    let (other_ws, _) = workspace_with_contact(store).await;
+    assert_eq!(store.member_role(other_ws, &user).await.unwrap(), None, "membership is per workspace");
+    assert!(store.remove_member(ws, &user).await.unwrap());
+    assert!(!store.remove_member(ws, &user).await.unwrap());
+    assert_eq!(store.member_role(ws, &user).await.unwrap(), None);
+}
+
+async fn append_assigns_seq_per_workspace(store: &impl Store) {
+    let (a, ca) = workspace_with_contact(store).await;
+    let (b, cb) = workspace_with_contact(store).await;
+    for i in 1..=3 {
+        let m = store.append(new_message(a, ca, "a", None)).await.unwrap();
+        assert!(matches!(m, Appended::Inserted(_)));
+        assert_eq!(m.message().seq, i, "seq counts up per workspace from 1");
+    }
+    let m = store.append(new_message(b, cb, "b", None)).await.unwrap();
+    assert_eq!(m.message().seq, 1, "another workspace has its own counter");
+    assert!(!m.message().is_read);
+}
+
+async fn append_is_idempotent(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let first = store.append(new_message(ws, contact, "hello", Some("k1"))).await.unwrap();
+    let Appended::Inserted(first) = first else { panic!("first append must insert") };
+    let again = store.append(new_message(ws, contact, "hello (retry)", Some("k1"))).await.unwrap();
+    assert_eq!(again, Appended::Duplicate(first.clone()), "a retry returns the original");
+    let next = store.append(new_message(ws, contact, "next", Some("k2"))).await.unwrap();
+    assert_eq!(next.message().seq, first.seq + 1, "a duplicate consumes no seq");
+    // No key, no deduplication.
+    let x = store.append(new_message(ws, contact, "same", None)).await.unwrap();
+    let y = store.append(new_message(ws, contact, "same", None)).await.unwrap();
+    assert!(matches!((&x, &y), (Appended::Inserted(_), Appended::Inserted(_))));
+    // Keys are scoped to the workspace.
+    let (other, oc) = workspace_with_contact(store).await;
+    let z = store.append(new_message(other, oc, "hello", Some("k1"))).await.unwrap();
+    assert!(matches!(z, Appended::Inserted(_)), "the same key in another workspace is new");
+}
+
+async fn append_refuses_a_foreign_contact(store: &impl Store) {
+    let (a, _) = workspace_with_contact(store).await;
+    let (_, cb) = workspace_with_contact(store).await;
+    let r = store.append(new_message(a, cb, "x", None)).await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "contact of another workspace: {r:?}");
+    let r = store.append(new_message(a, ContactId::new_v4(), "x", None)).await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "unknown contact: {r:?}");
+}
+
+async fn history_pages(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let (_, other_contact) = {
+        let c = ContactId::new_v4();
+        store
+            .create_contact(NewContact { id: c, workspace_id: ws, name: "Bob".into(), phone: None })
+            .await
+            .unwrap();
+        (ws, c)
+    };
+    let mut sent = Vec::new();
+    for i in 0..25 {
+        let m = store.append(new_message(ws, contact, &format!("m{i}"), None)).await.unwrap();
+        sent.push(m.into_message());
+        // Interleave another conversation, so the contact's seqs have gaps.
+        store.append(new_message(ws, other_contact, "other", None)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    let mut pages = 0;
+    loop {
+        let page = store.history(contact, before, 10).await.unwrap();
+        pages += 1;
+        assert!(page.messages.len() <= 10);
+        assert!(page.messages.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+        assert!(page.messages.iter().all(|m| m.contact_id == contact), "only this conversation");
+        before = page.messages.last().map(|m| m.seq);
+        seen.extend(page.messages);
+        if !page.has_more {
+            break;
+        }
+        assert!(pages < 10, "history never ends");
+    }
+    assert_eq!(pages, 3, "25 messages in pages of 10");
+    seen.reverse();
+    assert_eq!(seen, sent, "pages cover everything, no gap, no overlap");
+    let empty = store.history(ContactId::new_v4(), None, 10).await.unwrap();
+    assert!(empty.messages.is_empty() && !empty.has_more);
+}
+
+async fn sync_after(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let mut all = Vec::new();
+    for i in 0..12 {
+        all.push(store.append(new_message(ws, contact, &format!("s{i}"), None)).await.unwrap().into_message());
+    }
+    let page = store.sync(SyncScope::Workspace(ws), 4, 200).await.unwrap();
+    assert_eq!(page.messages, all[4..].to_vec(), "exactly the messages after seq 4, in order");
+    assert!(!page.has_more);
+    let page = store.sync(SyncScope::Workspace(ws), 0, 5).await.unwrap();
+    assert_eq!(page.messages, all[..5].to_vec());
+    assert!(page.has_more);
+    let page = store.sync(SyncScope::Contact(contact), 10, 50).await.unwrap();
+    assert_eq!(page.messages, all[10..].to_vec());
+    let page = store.sync(SyncScope::Workspace(ws), 12, 50).await.unwrap();
+    assert!(page.messages.is_empty() && !page.has_more, "nothing after the last");
+}
+
+async fn mark_read(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    for _ in 0..5 {
+        store.append(new_message(ws, contact, "r", None)).await.unwrap();
+    }
+    assert_eq!(store.mark_read(contact, 3).await.unwrap(), 3);
+    assert_eq!(store.mark_read(contact, 3).await.unwrap(), 0, "already read");
+    let page = store.sync(SyncScope::Contact(contact), 0, 50).await.unwrap();
+    let read: Vec<bool> = page.messages.iter().map(|m| m.is_read).collect();
+    assert_eq!(read, [true, true, true, false, false]);
+}
+
+async fn batch(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let results = store
+        .append_batch(vec![
+            new_message(ws, contact, "b1", Some("b1")),
+            new_message(ws, contact, "b2", None),
+            new_message(ws, ContactId::new_v4(), "bad", None),
+            new_message(ws, contact, "b1 again", Some("b1")),
+            new_message(ws, contact, "b3", None),
+        ])
+        .await;
+    assert_eq!(results.len(), 5, "one result per message");
+    let seqs: Vec<Option<i64>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|a| a.message().seq))
+        .collect();
+    assert_eq!(seqs, [Some(1), Some(2), None, Some(1), Some(3)]);
+    assert!(matches!(results[3], Ok(Appended::Duplicate(_))), "a repeat inside one batch is a duplicate");
+    assert!(matches!(results[2], Err(StoreError::NotFound(_))), "one bad message fails alone");
+}
+
+async fn racing_retries_store_once<S: Store>(store: Arc<S>) {
+    let (ws, contact) = workspace_with_contact(&*store).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .append(new_message(ws, contact, &format!("race {i}"), Some("same-key")))
+                .await
+                .expect("append")
+        });
+    }
+    let mut inserted = 0;
+    let mut ids = HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let r = r.expect("task");
+        inserted += usize::from(matches!(r, Appended::Inserted(_)));
+        ids.insert(r.message().id);
+    }
+    assert_eq!(inserted, 1, "exactly one racing retry inserts");
+    assert_eq!(ids.len(), 1, "every retry sees the same message");
+    let page = store.sync(SyncScope::Workspace(ws), 0, 50).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+}

@@ -1,0 +1,42 @@
+use livechat_core::store::{MemoryStore, SqliteStore};
+use livechat_core::testing::conformance;
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    conformance(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    conformance(store.clone()).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_everything_across_a_reopen() {
+    use livechat_core::store::{MessageStore, SyncScope};
+    use livechat_core::testing::{new_message, workspace_with_contact};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("reopen.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    let (ws, contact) = workspace_with_contact(&store).await;
+    let first = store.append(new_message(ws, contact, "kept", Some("k"))).await.unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(&url).await.unwrap();
+    let page = store.sync(SyncScope::Workspace(ws), 0, 10).await.unwrap();
+    assert_eq!(page.messages, vec![first.message().clone()]);
+    let retry = store.append(new_message(ws, contact, "kept", Some("k"))).await.unwrap();
+    assert_eq!(retry, livechat_core::store::Appended::Duplicate(first.into_message()), "idempotency survives a restart");
+    let next = store.append(new_message(ws, contact, "next", None)).await.unwrap();
+    assert_eq!(next.message().seq, 2, "the seq counter survives a restart");
+}
+
+#[tokio::test]
+async fn sqlite_store_refuses_in_memory_databases() {
+    let err = SqliteStore::open("sqlite::memory:").await.unwrap_err();
+    assert!(err.to_string().contains("backend"), "{err}");
+}

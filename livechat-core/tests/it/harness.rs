@@ -1,0 +1,226 @@
+//! A livechat mounted in axum on 127.0.0.1:0, and a real Socket.IO client
+//! (`rust_socketio`) whose events land in a channel with bounded waits.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use livechat_core::auth::{Claims, JwtAuthenticator};
+use livechat_core::model::{ContactId, Role, UserId, WorkspaceId};
+use livechat_core::store::{NewContact, NewWorkspace, Store};
+use livechat_core::{LiveChat, Limits};
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload, TransportType};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) chat: LiveChat,
+    /// Workspace A, its contact, and agent "alice" (member of A).
+    pub(crate) ws: WorkspaceId,
+    pub(crate) contact: ContactId,
+    /// Workspace B, its contact, and agent "bob" (member of B only).
+    pub(crate) other_ws: WorkspaceId,
+    pub(crate) other_contact: ContactId,
+}
+
+impl Server {
+    pub(crate) async fn start() -> Self {
+        Self::start_with(livechat_core::store::MemoryStore::new(), Limits::default()).await
+    }
+
+    pub(crate) async fn start_with(store: impl Store, limits: Limits) -> Self {
+        let (layer, chat) = LiveChat::builder()
+            .store(store)
+            .authenticator(JwtAuthenticator::hs256(SECRET))
+            .limits(limits)
+            .build_layer();
+        let app = axum::Router::new()
+            .route("/hello", axum::routing::get(|| async { "hello" }))
+            .layer(layer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let (ws, contact) = seed(&chat, "alice").await;
+        let (other_ws, other_contact) = seed(&chat, "bob").await;
+        Self { addr, chat, ws, contact, other_ws, other_contact }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub(crate) async fn connect(&self, user: &str) -> TestClient {
+        self.connect_with(user, TransportType::Websocket).await
+    }
+
+    pub(crate) async fn connect_with(&self, user: &str, transport: TransportType) -> TestClient {
+        TestClient::connect(
+            ClientBuilder::new(self.url())
+                .transport_type(transport)
+                .auth(json!({ "token": token(user) })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{user} could not connect: {e}"))
+    }
+}
+
+async fn seed(chat: &LiveChat, agent: &str) -> (WorkspaceId, ContactId) {
+    let ws = WorkspaceId::new_v4();
+    chat.create_workspace(NewWorkspace { id: ws, name: format!("{agent}'s team"), phone: None })
+        .await
+        .unwrap();
+    let contact = ContactId::new_v4();
+    chat.create_contact(NewContact { id: contact, workspace_id: ws, name: "Customer".into(), phone: None })
+        .await
+        .unwrap();
+    chat.add_member(ws, UserId::from(agent), Role::Agent).await.unwrap();
+    (ws, contact)
+}
+
+pub(crate) fn token(user: &str) -> String {
+    Claims::new(user, chrono::Duration::hours(1)).sign_hs256(SECRET).unwrap()
+}
+
+/// A connected client; every server event is queued in `events`.
+pub(crate) struct TestClient {
+    pub(crate) client: Client,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl TestClient {
+    /// Connects and waits for the namespace connect, or returns the refusal's text.
+    pub(crate) async fn connect(builder: ClientBuilder) -> Result<Self, String> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+        let ok_tx = status_tx.clone();
+        let builder = builder
+            .reconnect(false)
+            .on(Event::Connect, move |_, _| {
+                let _ = ok_tx.send(Ok(()));
+                async {}.boxed()
+            })
+            .on(Event::Error, move |payload, _| {
+                let _ = status_tx.send(Err(format!("{payload:?}")));
+                async {}.boxed()
+            })
+            .on_any(move |event, payload, _| {
+                if let Payload::Text(mut values) = payload {
+                    let first = if values.is_empty() { Value::Null } else { values.remove(0) };
+                    let _ = tx.send((event.to_string(), first));
+                }
+                async {}.boxed()
+            });
+        let client = builder.connect().await.map_err(|e| e.to_string())?;
+        let mut status_rx = status_rx;
+        match tokio::time::timeout(WAIT, status_rx.recv()).await {
+            Ok(Some(Ok(()))) => Ok(Self { client, events }),
+            Ok(Some(Err(e))) => Err(e),
+            Ok(None) => Err("no connect status".into()),
+            Err(_) => Err("neither connect nor connect_error within 5 s".into()),
+        }
+    }
+
+    pub(crate) async fn emit(&self, event: &str, payload: Value) {
+        self.client.emit(event, payload).await.expect("emit");
+    }
+
+    /// Emits with an ack callback and returns the ack's first argument.
+    pub(crate) async fn call(&self, event: &str, payload: Value) -> Value {
+        let (tx, rx) = oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        self.client
+            .emit_with_ack(event, payload, WAIT, move |p: Payload, _| {
+                if let (Payload::Text(mut v), Some(tx)) = (p, tx.lock().unwrap().take()) {
+                    let first = if v.is_empty() { Value::Null } else { v.remove(0) };
+                    // rust_socketio hands over the ack's argument list as one array.
+                    let first = match first {
+                        Value::Array(mut args) if args.len() == 1 => args.remove(0),
+                        other => other,
+                    };
+                    let _ = tx.send(first);
+                }
+                async {}.boxed()
+            })
+            .await
+            .expect("emit_with_ack");
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .unwrap_or_else(|_| panic!("no ack for `{event}` within {WAIT:?}"))
+            .expect("ack sender dropped")
+    }
+
+    /// Emits with an ack callback; `None` if no ack comes within `within`.
+    pub(crate) async fn try_call(&self, event: &str, payload: Value, within: Duration) -> Option<Value> {
+        let (tx, rx) = oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        self.client
+            .emit_with_ack(event, payload, within, move |p: Payload, _| {
+                if let (Payload::Text(v), Some(tx)) = (p, tx.lock().unwrap().take()) {
+                    let _ = tx.send(v);
+                }
+                async {}.boxed()
+            })
+            .await
+            .ok()?;
+        tokio::time::timeout(within, rx).await.ok()?.ok().map(Value::Array)
+    }
+
+    /// `call`, asserting `ok: true`, returning `data`.
+    pub(crate) async fn call_ok(&self, event: &str, payload: Value) -> Value {
+        let reply = self.call(event, payload).await;
+        assert_eq!(reply["ok"], true, "`{event}` failed: {reply}");
+        reply["data"].clone()
+    }
+
+    /// `call`, asserting `ok: false` with `code`.
+    pub(crate) async fn call_err(&self, event: &str, payload: Value, code: &str) -> Value {
+        let reply = self.call(event, payload).await;
+        assert_eq!(reply["ok"], false, "`{event}` should fail with {code}: {reply}");
+        assert_eq!(reply["error"]["code"], code, "`{event}`: {reply}");
+        reply["error"].clone()
+    }
+
+    /// The next event named `name` (others before it are skipped).
+    pub(crate) async fn next(&mut self, name: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((event, payload))) if event == name => return payload,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("connection closed while waiting for `{name}`"),
+                Err(_) => panic!("no `{name}` event within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Asserts that no `name` event arrives within `within`.
+    pub(crate) async fn none(&mut self, name: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some((event, payload))) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            assert_ne!(event, name, "unexpected `{name}`: {payload}");
+        }
+    }
+
+    /// Every `name` event that arrives within `within`.
+    pub(crate) async fn collect(&mut self, name: &str, within: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while let Ok(Some((event, payload))) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            if event == name {
+                out.push(payload);
+            }
+        }
+        out
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
