@@ -21,6 +21,9 @@ pub struct Limits {
     pub send_rate_per_sec: u32,
     /// `send_message` budget per user: burst. Defaults to 30.
     pub send_burst: u32,
+    /// Requests of one socket waiting to be handled; more get `rate_limited` at once.
+    /// Defaults to 64.
+    pub max_pending_per_socket: usize,
     /// Packets buffered per socket before it counts as too slow. Defaults to 256.
     pub socket_buffer_packets: usize,
     /// How long a client has to send its namespace connect (with the token) after the
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_client_id_bytes: 128,
             send_rate_per_sec: 10,
             send_burst: 30,
+            max_pending_per_socket: 64,
             socket_buffer_packets: 256,
             connect_timeout: Duration::from_secs(10),
         }

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, Value};
 use socketioxide::socket::Socket;
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::auth::{Identity, token_from_handshake};
@@ -92,6 +94,17 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
     tracing::debug!(sid = %s.id, user = %identity.user_id, transport = ?s.transport_type(), "connected");
     s.join(user_room(&identity.user_id));
 
+    // socketioxide runs each event handler in a task of its own, so two events of one
+    // socket could finish in any order. A client that sends m1 then m2, or joins then
+    // reads, must see them handled in that order: every event is queued here in
+    // arrival order and one task per socket works the queue.
+    let (queue, mut jobs) = mpsc::channel::<Job>(chat.limits().max_pending_per_socket.max(1));
+    tokio::spawn(async move {
+        while let Some(job) = jobs.recv().await {
+            job.await;
+        }
+    });
+
     if let Some(expires_at) = identity.expires_at {
         let left = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
         let sid = s.id;
@@ -111,34 +124,38 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         });
     }
 
-    on(&s, &chat, events::JOIN_CONTACT, |chat, s, who, req: ContactRef| async move {
+    on(&s, &chat, &queue, events::JOIN_CONTACT, |chat, s, who, req: ContactRef| async move {
         chat.join_contact(&s, &who, req.contact_id).await
     });
-    on(&s, &chat, events::LEAVE_CONTACT, |_, s, _, req: ContactRef| async move {
+    on(&s, &chat, &queue, events::LEAVE_CONTACT, |_, s, _, req: ContactRef| async move {
         s.leave(crate::protocol::contact_room(req.contact_id));
         Ok(serde_json::json!({ "left": crate::protocol::contact_room(req.contact_id) }))
     });
-    on(&s, &chat, events::JOIN_WORKSPACE, |chat, s, who, req: WorkspaceRef| async move {
+    on(&s, &chat, &queue, events::JOIN_WORKSPACE, |chat, s, who, req: WorkspaceRef| async move {
         chat.join_workspace(&s, &who, req.workspace_id).await
     });
-    on(&s, &chat, events::LEAVE_WORKSPACE, |_, s, _, req: WorkspaceRef| async move {
+    on(&s, &chat, &queue, events::LEAVE_WORKSPACE, |_, s, _, req: WorkspaceRef| async move {
         s.leave(crate::protocol::workspace_room(req.workspace_id));
         Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
     });
-    on(&s, &chat, events::SEND_MESSAGE, |chat, _, who, req: SendMessage| async move {
+    on(&s, &chat, &queue, events::SEND_MESSAGE, |chat, _, who, req: SendMessage| async move {
         chat.send_message(&who, req).await
     });
-    on(&s, &chat, events::HISTORY, |chat, _, who, req: HistoryRequest| async move {
+    on(&s, &chat, &queue, events::HISTORY, |chat, _, who, req: HistoryRequest| async move {
         chat.history(&who, req).await
     });
-    on(&s, &chat, events::SYNC, |chat, _, who, req: SyncRequest| async move {
+    on(&s, &chat, &queue, events::SYNC, |chat, _, who, req: SyncRequest| async move {
         chat.sync(&who, req).await
     });
 }
 
-/// Registers one event: decode the payload (a parse failure is answered, never
-/// dropped), run `f`, answer through the ack or with `livechat:error`.
-fn on<Req, Res, F, Fut>(s: &SocketRef, chat: &LiveChat, event: &'static str, f: F)
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Registers one event: queue it in arrival order; the socket's worker decodes the
+/// payload (a parse failure is answered, never dropped), runs `f`, and answers through
+/// the ack or with `livechat:error`. A socket with too many requests pending is told
+/// `rate_limited` at once.
+fn on<Req, Res, F, Fut>(s: &SocketRef, chat: &LiveChat, queue: &mpsc::Sender<Job>, event: &'static str, f: F)
 where
     Req: DeserializeOwned + Send + 'static,
     Res: Serialize + Send + 'static,
@@ -146,15 +163,26 @@ where
     Fut: Future<Output = Result<Res, ChatError>> + Send + 'static,
 {
     let chat = chat.clone();
+    let queue = queue.clone();
     s.on(
         event,
         move |s: SocketRef,
               TryData(data): TryData<serde_json::Value>,
               ack: AckSender,
               AckRequested(wanted): AckRequested| {
+            // This part runs synchronously as the packet arrives, so queueing here
+            // keeps the arrival order.
+            let permit = match queue.try_reserve() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let busy = ChatError::RateLimited { retry_after: BUSY_RETRY };
+                    answer(&s, ack, wanted, event, Err::<(), _>(busy));
+                    return std::future::ready(());
+                }
+            };
             let chat = chat.clone();
             let f = f.clone();
-            async move {
+            permit.send(Box::pin(async move {
                 let decoded = data
                     .map_err(|e| ChatError::InvalidPayload(format!("the payload does not parse: {e}")))
                     .and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
@@ -164,10 +192,14 @@ where
                     (Err(e), _) => Err(e),
                 };
                 answer(&s, ack, wanted, event, result);
-            }
+            }));
+            std::future::ready(())
         },
     );
 }
+
+/// The retry hint for a socket whose request queue is full.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn answer<T: Serialize>(
     s: &SocketRef,

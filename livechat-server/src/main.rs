@@ -1,1 +1,52 @@
-fn main(){}
+//! `livechat-server`: parses settings, sets up logging, runs until SIGINT or SIGTERM.
+
+use clap::Parser;
+use livechat_server::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.log_format {
+        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    livechat_server::run(config, listener, shutdown_signal(), |started| {
+        // Printed to stdout, not logged: these are for the person who just started it.
+        println!("livechat listening on http://{}", started.addr);
+        if let Some(token) = &started.generated_admin_token {
+            println!("admin token (generated; set LIVECHAT_ADMIN_TOKEN to choose one): {token}");
+        }
+        if let Some(demo) = &started.demo {
+            println!("demo workspace: {}", demo.workspace_id);
+            println!("demo contact:   {}", demo.contact_id);
+            if let Some(token) = &demo.agent_token {
+                println!("demo agent token (user {}, valid 24 h): {token}", demo.agent);
+            }
+        }
+    })
+    .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

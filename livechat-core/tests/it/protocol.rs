@@ -355,3 +355,17 @@ async fn a_socket_may_join_only_so_many_rooms() {
     agent.call_ok("leave_contact", json!({ "contactId": server.contact })).await;
     agent.call_ok("join_contact", json!({ "contactId": extra })).await;
 }
+
+#[tokio::test]
+async fn one_sockets_events_are_handled_in_the_order_they_were_sent() {
+    let server = Server::start().await;
+    let agent = server.connect("alice").await;
+    // Fire without waiting for anything, as a fast client would.
+    for i in 0..30 {
+        agent.emit("send_message", json!({ "contactId": server.contact, "body": format!("o{i}") })).await;
+    }
+    let page = agent.call_ok("sync", json!({ "contactId": server.contact, "after": 0 })).await;
+    let bodies: Vec<String> = page["messages"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("o{i}")).collect();
+    assert_eq!(bodies, expected, "stored in the order sent, and the sync after them sees all");
+}

@@ -1,0 +1,129 @@
+//! Settings: every one a flag and a `LIVECHAT_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The reference livechat server.
+///
+/// With no settings it listens on 127.0.0.1:3000, keeps its data in ./livechat.db,
+/// creates a demo workspace, contact and agent, and prints a token to connect with.
+#[derive(Clone, Parser)]
+#[command(name = "livechat-server", version, about)]
+pub struct Config {
+    /// Listen address.
+    #[arg(long, env = "LIVECHAT_BIND", default_value = "127.0.0.1:3000")]
+    pub bind: SocketAddr,
+
+    /// Database: `sqlite://path` (created if missing).
+    #[arg(long, env = "LIVECHAT_DATABASE_URL", default_value = "sqlite://livechat.db")]
+    pub database_url: String,
+
+    /// Bearer token of the admin routes. Generated and printed at start when unset.
+    #[arg(long, env = "LIVECHAT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// HS256 secret for agent tokens (at least 32 bytes). Generated at start when
+    /// unset, which makes every token invalid after a restart: set it in production.
+    #[arg(long, env = "LIVECHAT_JWT_SECRET", hide_env_values = true, conflicts_with = "jwt_public_key")]
+    pub jwt_secret: Option<String>,
+
+    /// A file with an RS256 or ES256 public key (PEM) to verify agent tokens with,
+    /// instead of an HS256 secret.
+    #[arg(long, env = "LIVECHAT_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// `send_message` budget per user: messages per second.
+    #[arg(long, env = "LIVECHAT_RATE_LIMIT_PER_SEC", default_value_t = 10)]
+    pub rate_limit_per_sec: u32,
+
+    /// `send_message` budget per user: burst.
+    #[arg(long, env = "LIVECHAT_RATE_LIMIT_BURST", default_value_t = 30)]
+    pub rate_limit_burst: u32,
+
+    /// Largest message body in bytes.
+    #[arg(long, env = "LIVECHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest Engine.IO frame (and REST request body) in bytes.
+    #[arg(long, env = "LIVECHAT_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Deepest JSON nesting of a request.
+    #[arg(long, env = "LIVECHAT_MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+
+    /// Rooms one socket may be in.
+    #[arg(long, env = "LIVECHAT_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
+    pub max_rooms_per_socket: usize,
+
+    /// Create the demo workspace, contact and agent on start, and print a token.
+    #[arg(long, env = "LIVECHAT_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+
+    /// Log format.
+    #[arg(long, env = "LIVECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Longest wait for in-flight requests at shutdown, in seconds.
+    #[arg(long, env = "LIVECHAT_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Config {
+    /// The configuration with every default, as if no flag or variable were set.
+    pub fn defaults() -> Self {
+        Self::parse_from(["livechat-server"])
+    }
+
+    /// The shutdown bound.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// The core limits these settings describe.
+    pub fn limits(&self) -> livechat_core::Limits {
+        let mut limits = livechat_core::Limits::default();
+        limits.send_rate_per_sec = self.rate_limit_per_sec;
+        limits.send_burst = self.rate_limit_burst;
+        limits.max_body_bytes = self.max_body_bytes;
+        limits.max_frame_bytes = self.max_frame_bytes;
+        limits.max_json_depth = self.max_json_depth;
+        limits.max_rooms_per_socket = self.max_rooms_per_socket;
+        limits
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets are shown only as set or unset.
+        let secret = |s: &Option<String>| if s.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database_url", &self.database_url)
+            .field("admin_token", &secret(&self.admin_token))
+            .field("jwt_secret", &secret(&self.jwt_secret))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_json_depth", &self.max_json_depth)
+            .field("max_rooms_per_socket", &self.max_rooms_per_socket)
+            .field("demo", &self.demo)
+            .field("log_format", &self.log_format)
+            .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
+            .finish()
+    }
+}

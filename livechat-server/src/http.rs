@@ -1,0 +1,326 @@
+//! The REST API and the probes. Every error is `{ "error": { "code", "message" } }`
+//! with the status that fits the code.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use livechat_core::auth::{Identity, bearer_token};
+use livechat_core::model::{ContactId, MsgType, Role, UserId, WorkspaceId};
+use livechat_core::protocol::{HistoryRequest, SendMessage, SyncRequest};
+use livechat_core::store::{NewContact, NewWorkspace, SqliteStore};
+use livechat_core::{ChatError, ErrorCode, LiveChat};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The livechat handle.
+    pub chat: LiveChat,
+    /// The store, for readiness.
+    pub store: SqliteStore,
+    /// The admin bearer token.
+    pub admin_token: Arc<str>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The routes; `max_body` bounds every request body.
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/api/workspaces", post(create_workspace))
+        .route("/api/workspaces/{id}/members", post(add_member))
+        .route("/api/workspaces/{id}/members/{user_id}", delete(remove_member))
+        .route("/api/workspaces/{id}/contacts", post(create_contact))
+        .route("/api/contacts/{id}/messages", post(send_message).get(list_messages))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        if let ChatError::Store(cause) = &e {
+            tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "request failed in storage");
+        }
+        Self { code: e.code(), message: e.client_message() }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorCode::PayloadTooLarge
+        } else {
+            ErrorCode::InvalidPayload
+        };
+        Self::new(code, e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::new(ErrorCode::InvalidPayload, e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::new(ErrorCode::InvalidPayload, e.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller proved to hold the admin token.
+struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = bearer_token(&parts.headers).ok_or_else(unauthorized)?;
+        // Constant time, so the comparison does not leak how much of a guess was right.
+        if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(unauthorized())
+        }
+    }
+}
+
+/// The caller, authenticated by a member JWT.
+struct Member(Identity);
+
+impl FromRequestParts<AppState> for Member {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = bearer_token(&parts.headers).ok_or_else(unauthorized)?;
+        match state.chat.authenticate(token).await {
+            Ok(identity) => Ok(Member(identity)),
+            Err(e) => {
+                tracing::info!(reason = %e, "REST request refused");
+                Err(unauthorized())
+            }
+        }
+    }
+}
+
+/// Either the admin token or a member JWT.
+enum AdminOrMember {
+    Admin,
+    Member(Identity),
+}
+
+impl FromRequestParts<AppState> for AdminOrMember {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        if Admin::from_request_parts(parts, state).await.is_ok() {
+            return Ok(Self::Admin);
+        }
+        Member::from_request_parts(parts, state).await.map(|Member(m)| Self::Member(m))
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "a valid bearer token is required")
+}
+
+#[derive(Deserialize)]
+struct NamePhone {
+    name: String,
+    #[serde(default)]
+    phone: Option<String>,
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ApiError::new(ErrorCode::InvalidPayload, "name must be 1 to 200 bytes"));
+    }
+    Ok(())
+}
+
+async fn create_workspace(
+    State(s): State<AppState>,
+    _: Admin,
+    body: Result<Json<NamePhone>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(body) = body?;
+    check_name(&body.name)?;
+    let ws = s
+        .chat
+        .create_workspace(NewWorkspace { id: WorkspaceId::new_v4(), name: body.name, phone: body.phone })
+        .await?;
+    Ok((StatusCode::CREATED, Json(ws)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddMember {
+    user_id: String,
+    role: Role,
+}
+
+async fn add_member(
+    State(s): State<AppState>,
+    _: Admin,
+    path: Result<Path<WorkspaceId>, PathRejection>,
+    body: Result<Json<AddMember>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(ws) = path?;
+    let Json(body) = body?;
+    if body.user_id.is_empty() || body.user_id.len() > 200 {
+        return Err(ApiError::new(ErrorCode::InvalidPayload, "userId must be 1 to 200 bytes"));
+    }
+    s.chat.add_member(ws, UserId(body.user_id.clone()), body.role).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "workspace_id": ws, "user_id": body.user_id, "role": body.role }))))
+}
+
+async fn remove_member(
+    State(s): State<AppState>,
+    _: Admin,
+    path: Result<Path<(WorkspaceId, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path((ws, user)) = path?;
+    if s.chat.remove_member(ws, &UserId(user)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(ErrorCode::NotFound, "member not found"))
+    }
+}
+
+async fn create_contact(
+    State(s): State<AppState>,
+    caller: AdminOrMember,
+    path: Result<Path<WorkspaceId>, PathRejection>,
+    body: Result<Json<NamePhone>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(ws) = path?;
+    if let AdminOrMember::Member(who) = &caller {
+        s.chat.authorize(who, ws).await?;
+    }
+    let Json(body) = body?;
+    check_name(&body.name)?;
+    let contact = s
+        .chat
+        .create_contact(NewContact { id: ContactId::new_v4(), workspace_id: ws, name: body.name, phone: body.phone })
+        .await
+        .map_err(|e| match e {
+            ChatError::Store(livechat_core::error::StoreError::NotFound(_)) => {
+                ApiError::new(ErrorCode::NotFound, "workspace not found")
+            }
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(contact)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostMessage {
+    body: String,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    msg_type: Option<MsgType>,
+}
+
+async fn send_message(
+    State(s): State<AppState>,
+    Member(who): Member,
+    path: Result<Path<ContactId>, PathRejection>,
+    body: Result<Json<PostMessage>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(contact_id) = path?;
+    let Json(body) = body?;
+    let message = s
+        .chat
+        .send_message(
+            &who,
+            SendMessage {
+                contact_id,
+                body: body.body,
+                client_id: body.client_id,
+                msg_type: body.msg_type,
+                direction: None,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    before: Option<i64>,
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+async fn list_messages(
+    State(s): State<AppState>,
+    Member(who): Member,
+    path: Result<Path<ContactId>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(contact_id) = path?;
+    let Query(q) = query?;
+    let page = match (q.before, q.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(ErrorCode::InvalidPayload, "give `before` or `after`, not both"));
+        }
+        (_, Some(after)) => {
+            s.chat
+                .sync(&who, SyncRequest { workspace_id: None, contact_id: Some(contact_id), after, limit: q.limit })
+                .await?
+        }
+        (before, None) => s.chat.history(&who, HistoryRequest { contact_id, before, limit: q.limit }).await?,
+    };
+    Ok(Json(page))
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    match s.store.ping().await {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": "down" }))).into_response()
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The reference livechat server: `livechat-core` mounted in axum with the REST API,
+//! health probes and a demo workspace, on SQLite by default.
+//!
+//! [`run`] is the whole server; `main` only parses settings and waits for a signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use livechat_core::LiveChat;
+use livechat_core::auth::JwtAuthenticator;
+use livechat_core::store::SqliteStore;
+use tokio::net::TcpListener;
+
+pub mod config;
+pub mod demo;
+pub mod http;
+
+pub use config::Config;
+
+/// What a started server tells its operator (and tests).
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    /// The admin token, when it was generated (not configured).
+    pub generated_admin_token: Option<String>,
+    /// The demo workspace, contact and agent token, when demo mode is on.
+    pub demo: Option<demo::Demo>,
+    /// The livechat handle, for server-side sends.
+    pub chat: LiveChat,
+}
+
+/// The parts of a built server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The axum app: `/socket.io`, the REST API and the probes.
+    pub router: axum::Router,
+    /// The livechat handle.
+    pub chat: LiveChat,
+    /// The store, for readiness.
+    pub store: SqliteStore,
+    /// What to print at start.
+    pub generated_admin_token: Option<String>,
+    /// The demo records.
+    pub demo: Option<demo::Demo>,
+}
+
+/// Builds the server: opens the store, sets up auth and the demo records.
+pub async fn build(config: &Config) -> anyhow::Result<Server> {
+    let store = open_store(&config.database_url).await?;
+
+    let (authenticator, signing_secret) = authenticator(config)?;
+    let (layer, chat) = LiveChat::builder()
+        .store(store.clone())
+        .authenticator(authenticator)
+        .limits(config.limits())
+        .build_layer();
+
+    let (admin_token, generated_admin_token) = match &config.admin_token {
+        Some(t) if t.len() < 16 => anyhow::bail!("LIVECHAT_ADMIN_TOKEN must be at least 16 characters"),
+        Some(t) => (t.clone(), None),
+        None => {
+            let t = random_secret();
+            (t.clone(), Some(t))
+        }
+    };
+
+    let demo = if config.demo {
+        Some(demo::ensure(&chat, signing_secret.as_deref()).await?)
+    } else {
+        None
+    };
+
+    let state = http::AppState {
+        chat: chat.clone(),
+        store: store.clone(),
+        admin_token: Arc::from(admin_token),
+    };
+    let router = http::router(state, config.max_frame_bytes).layer(layer);
+    Ok(Server { router, chat, store, generated_admin_token, demo })
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then drains within the
+/// configured bound. `on_start` is told the address and the generated secrets.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(&Started),
+) -> anyhow::Result<()> {
+    let server = build(&config).await?;
+    let addr = listener.local_addr()?;
+    on_start(&Started {
+        addr,
+        generated_admin_token: server.generated_admin_token.clone(),
+        demo: server.demo.clone(),
+        chat: server.chat.clone(),
+    });
+    tracing::info!(%addr, database = %redact_url(&config.database_url), "livechat listening");
+
+    let chat = server.chat.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, server.router).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing sockets");
+        let _ = stop_tx.send(true);
+        chat.close().await;
+    });
+    let mut stop_rx = stop_rx;
+    let bound = config.shutdown_timeout();
+    tokio::select! {
+        r = serve => r.context("server error")?,
+        () = async {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(bound).await;
+        } => tracing::warn!(?bound, "shutdown bound reached with requests still running"),
+    }
+    server.store.close().await;
+    Ok(())
+}
+
+async fn open_store(url: &str) -> anyhow::Result<SqliteStore> {
+    if url.starts_with("sqlite:") {
+        SqliteStore::open(url)
+            .await
+            .with_context(|| format!("opening {}", redact_url(url)))
+    } else {
+        anyhow::bail!(
+            "unsupported database URL {}: this build supports sqlite://path",
+            redact_url(url)
+        )
+    }
+}
+
+/// The authenticator, and the HS256 secret when the server may sign demo tokens.
+fn authenticator(config: &Config) -> anyhow::Result<(JwtAuthenticator, Option<Vec<u8>>)> {
+    if let Some(path) = &config.jwt_public_key {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let auth = JwtAuthenticator::rs256_pem(&pem)
+            .or_else(|_| JwtAuthenticator::es256_pem(&pem))
+            .context("LIVECHAT_JWT_PUBLIC_KEY is neither an RSA nor a P-256 public key in PEM")?;
+        return Ok((auth, None));
+    }
+    let secret = match &config.jwt_secret {
+        Some(s) if s.len() < 32 => anyhow::bail!("LIVECHAT_JWT_SECRET must be at least 32 bytes"),
+        Some(s) => s.clone().into_bytes(),
+        None => {
+            tracing::warn!("LIVECHAT_JWT_SECRET is unset: using a random secret, tokens will not survive a restart");
+            random_secret().into_bytes()
+        }
+    };
+    Ok((JwtAuthenticator::hs256(&secret), Some(secret)))
+}
+
+fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 40)
+}
+
+/// The URL without a password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(super::redact_url("postgres://u:pw@h/db"), "postgres://***@h/db");
+        assert_eq!(super::redact_url("sqlite://livechat.db"), "sqlite://livechat.db");
+    }
+}

@@ -1,0 +1,198 @@
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser as _;
+use futures_util::FutureExt;
+use livechat_server::{Config, Started};
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload, TransportType};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) const ADMIN: &str = "admin-token-for-tests-only";
+pub(crate) const SECRET: &str = "jwt-secret-for-tests-only-0123456789";
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) started: Started,
+    pub(crate) http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("livechat.db").display());
+        let mut server = Self::start_on(&db, &[]).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    pub(crate) async fn start_on(database_url: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "livechat-server",
+            "--database-url",
+            database_url,
+            "--admin-token",
+            ADMIN,
+            "--jwt-secret",
+            SECRET,
+        ];
+        args.extend_from_slice(extra);
+        let config = Config::parse_from(args);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel();
+        let done = tokio::spawn(livechat_server::run(
+            config,
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |s: &Started| {
+                let _ = started_tx.send(s.clone());
+            },
+        ));
+        let started = tokio::time::timeout(WAIT, started_rx)
+            .await
+            .expect("server did not start within 5 s")
+            .expect("server failed to start");
+        Self { addr, started, http: reqwest::Client::new(), stop: Some(stop), done: Some(done), _dir: None }
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(Duration::from_secs(15), done)
+                .await
+                .expect("server did not stop within 15 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn demo(&self) -> &livechat_server::demo::Demo {
+        self.started.demo.as_ref().expect("demo mode is on")
+    }
+
+    pub(crate) fn token(&self, user: &str) -> String {
+        livechat_core::auth::Claims::new(user, chrono::Duration::hours(1))
+            .sign_hs256(SECRET.as_bytes())
+            .unwrap()
+    }
+
+    /// A JSON request; returns the status and the parsed body (Null when empty).
+    pub(crate) async fn request(&self, method: reqwest::Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = tokio::time::timeout(WAIT, req.send()).await.expect("HTTP timeout").expect("HTTP request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub(crate) async fn socket(&self, user: &str, transport: TransportType) -> SocketClient {
+        SocketClientBuilder::new(&self.url("/"), &self.token(user), transport).connect().await
+    }
+}
+
+/// Where and how a [`SocketClient`] connects.
+pub(crate) struct SocketClientBuilder(ClientBuilder);
+
+impl SocketClientBuilder {
+    pub(crate) fn new(url: &str, token: &str, transport: TransportType) -> Self {
+        Self(ClientBuilder::new(url).transport_type(transport).auth(json!({ "token": token })))
+    }
+
+    pub(crate) async fn connect(self) -> SocketClient {
+        SocketClient::connect(self.0).await
+    }
+}
+
+/// A `rust_socketio` client with bounded waits.
+pub(crate) struct SocketClient {
+    client: Client,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl SocketClient {
+    async fn connect(builder: ClientBuilder) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (status_tx, mut status_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+        let ok_tx = status_tx.clone();
+        let client = builder
+            .reconnect(false)
+            .on(Event::Connect, move |_, _| {
+                let _ = ok_tx.send(Ok(()));
+                async {}.boxed()
+            })
+            .on(Event::Error, move |p, _| {
+                let _ = status_tx.send(Err(format!("{p:?}")));
+                async {}.boxed()
+            })
+            .on_any(move |event, payload, _| {
+                if let Payload::Text(mut v) = payload {
+                    let _ = tx.send((event.to_string(), if v.is_empty() { Value::Null } else { v.remove(0) }));
+                }
+                async {}.boxed()
+            })
+            .connect()
+            .await
+            .expect("socket connect");
+        match tokio::time::timeout(WAIT, status_rx.recv()).await {
+            Ok(Some(Ok(()))) => Self { client, events },
+            other => panic!("socket did not connect: {other:?}"),
+        }
+    }
+
+    pub(crate) async fn call(&self, event: &str, payload: Value) -> Value {
+        let (tx, rx) = oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        self.client
+            .emit_with_ack(event, payload, WAIT, move |p: Payload, _| {
+                if let (Payload::Text(mut v), Some(tx)) = (p, tx.lock().unwrap().take()) {
+                    let first = if v.is_empty() { Value::Null } else { v.remove(0) };
+                    let first = match first {
+                        Value::Array(mut args) if args.len() == 1 => args.remove(0),
+                        other => other,
+                    };
+                    let _ = tx.send(first);
+                }
+                async {}.boxed()
+            })
+            .await
+            .expect("emit_with_ack");
+        let reply = tokio::time::timeout(WAIT, rx).await.unwrap_or_else(|_| panic!("no ack for `{event}`")).unwrap();
+        assert_eq!(reply["ok"], true, "`{event}` failed: {reply}");
+        reply["data"].clone()
+    }
+
+    pub(crate) async fn next(&mut self, name: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((event, payload))) if event == name => return payload,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("connection closed while waiting for `{name}`"),
+                Err(_) => panic!("no `{name}` event within {WAIT:?}"),
+            }
+        }
+    }
+}

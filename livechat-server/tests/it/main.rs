@@ -1,0 +1,8 @@
+//! livechat-server's integration tests: the real server on 127.0.0.1:0 over a real
+//! SQLite file, driven over HTTP, by `rust_socketio`, and by the official
+//! `socket.io-client` from npm.
+
+mod binary;
+mod harness;
+mod js;
+mod rest;
