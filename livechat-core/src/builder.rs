@@ -22,22 +22,12 @@ use crate::store::{DynStore, MemoryStore, Store};
 /// // Mount `layer` on your router: `axum::Router::new().layer(layer)`.
 /// # let _ = (layer, chat);
 /// ```
+#[derive(Default)]
 pub struct LiveChatBuilder {
     store: Option<Arc<dyn DynStore>>,
     auth: Option<Arc<dyn DynAuthenticator>>,
     limits: Limits,
     ping_interval: Option<std::time::Duration>,
-}
-
-impl Default for LiveChatBuilder {
-    fn default() -> Self {
-        Self {
-            store: None,
-            auth: None,
-            limits: Limits::default(),
-            ping_interval: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for LiveChatBuilder {

@@ -126,8 +126,10 @@ impl LiveChat {
         auth: Arc<dyn DynAuthenticator>,
         limits: Limits,
     ) -> Self {
-        let quota = Quota::per_second(NonZeroU32::new(limits.send_rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(limits.send_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let quota = Quota::per_second(
+            NonZeroU32::new(limits.send_rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(limits.send_burst.max(1)).unwrap_or(NonZeroU32::MIN));
         Self {
             inner: Arc::new(Inner {
                 io,
@@ -153,7 +155,11 @@ impl LiveChat {
     /// Sends a message as `who`: validated, authorized, rate-limited, stored, then
     /// broadcast to the contact room and the workspace room (each socket once).
     /// A retry with the same `clientId` returns the original and broadcasts nothing.
-    pub async fn send_message(&self, who: &Identity, req: SendMessage) -> Result<Message, ChatError> {
+    pub async fn send_message(
+        &self,
+        who: &Identity,
+        req: SendMessage,
+    ) -> Result<Message, ChatError> {
         let direction = req.direction.unwrap_or(Direction::Outbound);
         let publish = Publish {
             contact_id: req.contact_id,
@@ -243,14 +249,25 @@ impl LiveChat {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        limiter.check_key(user).map_err(|not_until| ChatError::RateLimited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        })
+        limiter
+            .check_key(user)
+            .map_err(|not_until| ChatError::RateLimited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
     }
 
     async fn broadcast(&self, message: &Message) {
-        let rooms = [contact_room(message.contact_id), workspace_room(message.workspace_id)];
-        if let Err(e) = self.inner.io.to(rooms).emit(events::NEW_MESSAGE, message).await {
+        let rooms = [
+            contact_room(message.contact_id),
+            workspace_room(message.workspace_id),
+        ];
+        if let Err(e) = self
+            .inner
+            .io
+            .to(rooms)
+            .emit(events::NEW_MESSAGE, message)
+            .await
+        {
             tracing::warn!(message = %message.id, error = %e, "broadcast did not reach every socket");
         }
     }
@@ -265,10 +282,19 @@ impl LiveChat {
 
     /// The role of `who` in `workspace`, or `forbidden`. A workspace grant in the token
     /// is authoritative when present; otherwise storage decides.
-    pub async fn authorize(&self, who: &Identity, workspace: WorkspaceId) -> Result<Role, ChatError> {
+    pub async fn authorize(
+        &self,
+        who: &Identity,
+        workspace: WorkspaceId,
+    ) -> Result<Role, ChatError> {
         let role = match &who.workspaces {
             Some(granted) => granted.contains(&workspace).then_some(Role::Agent),
-            None => self.inner.store.member_role(workspace, &who.user_id).await?,
+            None => {
+                self.inner
+                    .store
+                    .member_role(workspace, &who.user_id)
+                    .await?
+            }
         };
         role.ok_or(ChatError::Forbidden)
     }
@@ -337,7 +363,8 @@ impl LiveChat {
 
     fn join(&self, s: &SocketRef, room: &str) -> Result<(), ChatError> {
         let rooms = s.rooms();
-        if !rooms.iter().any(|r| r == room) && rooms.len() >= self.inner.limits.max_rooms_per_socket {
+        if !rooms.iter().any(|r| r == room) && rooms.len() >= self.inner.limits.max_rooms_per_socket
+        {
             return Err(ChatError::LimitReached(format!(
                 "a socket may be in at most {} rooms",
                 self.inner.limits.max_rooms_per_socket
@@ -379,7 +406,11 @@ impl LiveChat {
 
     /// Removes a member. Their sockets on this node leave the workspace's room and
     /// every contact room of that workspace at once.
-    pub async fn remove_member(&self, workspace: WorkspaceId, user: &UserId) -> Result<bool, ChatError> {
+    pub async fn remove_member(
+        &self,
+        workspace: WorkspaceId,
+        user: &UserId,
+    ) -> Result<bool, ChatError> {
         let removed = self.inner.store.remove_member(workspace, user).await?;
         let ws_room = workspace_room(workspace);
         for s in self.inner.io.to(user_room(user)).sockets() {

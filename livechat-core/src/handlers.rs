@@ -106,9 +106,10 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
     });
 
     if let Some(expires_at) = identity.expires_at {
-        let left = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+        let left = (expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
         let sid = s.id;
-        let io = io.clone();
         let timer = tokio::spawn(async move {
             tokio::time::sleep(left).await;
             if let Some(s) = io.get_socket(sid) {
@@ -124,29 +125,63 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         });
     }
 
-    on(&s, &chat, &queue, events::JOIN_CONTACT, |chat, s, who, req: ContactRef| async move {
-        chat.join_contact(&s, &who, req.contact_id).await
-    });
-    on(&s, &chat, &queue, events::LEAVE_CONTACT, |_, s, _, req: ContactRef| async move {
-        s.leave(crate::protocol::contact_room(req.contact_id));
-        Ok(serde_json::json!({ "left": crate::protocol::contact_room(req.contact_id) }))
-    });
-    on(&s, &chat, &queue, events::JOIN_WORKSPACE, |chat, s, who, req: WorkspaceRef| async move {
-        chat.join_workspace(&s, &who, req.workspace_id).await
-    });
-    on(&s, &chat, &queue, events::LEAVE_WORKSPACE, |_, s, _, req: WorkspaceRef| async move {
-        s.leave(crate::protocol::workspace_room(req.workspace_id));
-        Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
-    });
-    on(&s, &chat, &queue, events::SEND_MESSAGE, |chat, _, who, req: SendMessage| async move {
-        chat.send_message(&who, req).await
-    });
-    on(&s, &chat, &queue, events::HISTORY, |chat, _, who, req: HistoryRequest| async move {
-        chat.history(&who, req).await
-    });
-    on(&s, &chat, &queue, events::SYNC, |chat, _, who, req: SyncRequest| async move {
-        chat.sync(&who, req).await
-    });
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::JOIN_CONTACT,
+        |chat, s, who, req: ContactRef| async move { chat.join_contact(&s, &who, req.contact_id).await },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::LEAVE_CONTACT,
+        |_, s, _, req: ContactRef| async move {
+            s.leave(crate::protocol::contact_room(req.contact_id));
+            Ok(serde_json::json!({ "left": crate::protocol::contact_room(req.contact_id) }))
+        },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::JOIN_WORKSPACE,
+        |chat, s, who, req: WorkspaceRef| async move {
+            chat.join_workspace(&s, &who, req.workspace_id).await
+        },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::LEAVE_WORKSPACE,
+        |_, s, _, req: WorkspaceRef| async move {
+            s.leave(crate::protocol::workspace_room(req.workspace_id));
+            Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
+        },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::SEND_MESSAGE,
+        |chat, _, who, req: SendMessage| async move { chat.send_message(&who, req).await },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::HISTORY,
+        |chat, _, who, req: HistoryRequest| async move { chat.history(&who, req).await },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::SYNC,
+        |chat, _, who, req: SyncRequest| async move { chat.sync(&who, req).await },
+    );
 }
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -155,8 +190,13 @@ type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// payload (a parse failure is answered, never dropped), runs `f`, and answers through
 /// the ack or with `livechat:error`. A socket with too many requests pending is told
 /// `rate_limited` at once.
-fn on<Req, Res, F, Fut>(s: &SocketRef, chat: &LiveChat, queue: &mpsc::Sender<Job>, event: &'static str, f: F)
-where
+fn on<Req, Res, F, Fut>(
+    s: &SocketRef,
+    chat: &LiveChat,
+    queue: &mpsc::Sender<Job>,
+    event: &'static str,
+    f: F,
+) where
     Req: DeserializeOwned + Send + 'static,
     Res: Serialize + Send + 'static,
     F: Fn(LiveChat, SocketRef, Arc<Identity>, Req) -> Fut + Clone + Send + Sync + 'static,
@@ -175,7 +215,9 @@ where
             let permit = match queue.try_reserve() {
                 Ok(permit) => permit,
                 Err(_) => {
-                    let busy = ChatError::RateLimited { retry_after: BUSY_RETRY };
+                    let busy = ChatError::RateLimited {
+                        retry_after: BUSY_RETRY,
+                    };
                     answer(&s, ack, wanted, event, Err::<(), _>(busy));
                     return std::future::ready(());
                 }
@@ -184,7 +226,9 @@ where
             let f = f.clone();
             permit.send(Box::pin(async move {
                 let decoded = data
-                    .map_err(|e| ChatError::InvalidPayload(format!("the payload does not parse: {e}")))
+                    .map_err(|e| {
+                        ChatError::InvalidPayload(format!("the payload does not parse: {e}"))
+                    })
                     .and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
                 let result = match (decoded, s.extensions.get::<Arc<Identity>>()) {
                     (Ok(req), Some(who)) => f(chat, s.clone(), who, req).await,

@@ -59,7 +59,12 @@ pub async fn workspace_with_contact(store: &impl Store) -> (WorkspaceId, Contact
 }
 
 /// A message for `contact` with an optional idempotency key.
-pub fn new_message(ws: WorkspaceId, contact: ContactId, body: &str, key: Option<&str>) -> NewMessage {
+pub fn new_message(
+    ws: WorkspaceId,
+    contact: ContactId,
+    body: &str,
+    key: Option<&str>,
+) -> NewMessage {
     NewMessage {
         id: MessageId::new_v4(),
         contact_id: contact,
@@ -77,17 +82,38 @@ pub fn new_message(ws: WorkspaceId, contact: ContactId, body: &str, key: Option<
 
 async fn directory(store: &impl Store) {
     let (ws, contact) = workspace_with_contact(store).await;
-    let w = store.workspace(ws).await.unwrap().expect("workspace is found");
+    let w = store
+        .workspace(ws)
+        .await
+        .unwrap()
+        .expect("workspace is found");
     assert_eq!(w.name, "Acme");
-    assert!(store.workspace(WorkspaceId::new_v4()).await.unwrap().is_none());
-    let c = store.contact(contact).await.unwrap().expect("contact is found");
+    assert!(
+        store
+            .workspace(WorkspaceId::new_v4())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let c = store
+        .contact(contact)
+        .await
+        .unwrap()
+        .expect("contact is found");
     assert_eq!((c.workspace_id, c.name.as_str()), (ws, "Ada"));
     assert!(store.contact(ContactId::new_v4()).await.unwrap().is_none());
 
     let dup = store
-        .create_workspace(NewWorkspace { id: ws, name: "again".into(), phone: None })
+        .create_workspace(NewWorkspace {
+            id: ws,
+            name: "again".into(),
+            phone: None,
+        })
         .await;
-    assert!(matches!(dup, Err(StoreError::Conflict(_))), "duplicate workspace id: {dup:?}");
+    assert!(
+        matches!(dup, Err(StoreError::Conflict(_))),
+        "duplicate workspace id: {dup:?}"
+    );
     let orphan = store
         .create_contact(NewContact {
             id: ContactId::new_v4(),
@@ -96,16 +122,36 @@ async fn directory(store: &impl Store) {
             phone: None,
         })
         .await;
-    assert!(matches!(orphan, Err(StoreError::NotFound(_))), "contact without workspace: {orphan:?}");
+    assert!(
+        matches!(orphan, Err(StoreError::NotFound(_))),
+        "contact without workspace: {orphan:?}"
+    );
 
     let user = UserId::from("agent-7");
     assert_eq!(store.member_role(ws, &user).await.unwrap(), None);
-    store.add_member(ws, user.clone(), Role::Agent).await.unwrap();
-    assert_eq!(store.member_role(ws, &user).await.unwrap(), Some(Role::Agent));
-    store.add_member(ws, user.clone(), Role::Admin).await.unwrap();
-    assert_eq!(store.member_role(ws, &user).await.unwrap(), Some(Role::Admin), "role is updated");
+    store
+        .add_member(ws, user.clone(), Role::Agent)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member_role(ws, &user).await.unwrap(),
+        Some(Role::Agent)
+    );
+    store
+        .add_member(ws, user.clone(), Role::Admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member_role(ws, &user).await.unwrap(),
+        Some(Role::Admin),
+        "role is updated"
+    );
     let (other_ws, _) = workspace_with_contact(store).await;
-    assert_eq!(store.member_role(other_ws, &user).await.unwrap(), None, "membership is per workspace");
+    assert_eq!(
+        store.member_role(other_ws, &user).await.unwrap(),
+        None,
+        "membership is per workspace"
+    );
     assert!(store.remove_member(ws, &user).await.unwrap());
     assert!(!store.remove_member(ws, &user).await.unwrap());
     assert_eq!(store.member_role(ws, &user).await.unwrap(), None);
@@ -126,29 +172,71 @@ async fn append_assigns_seq_per_workspace(store: &impl Store) {
 
 async fn append_is_idempotent(store: &impl Store) {
     let (ws, contact) = workspace_with_contact(store).await;
-    let first = store.append(new_message(ws, contact, "hello", Some("k1"))).await.unwrap();
-    let Appended::Inserted(first) = first else { panic!("first append must insert") };
-    let again = store.append(new_message(ws, contact, "hello (retry)", Some("k1"))).await.unwrap();
-    assert_eq!(again, Appended::Duplicate(first.clone()), "a retry returns the original");
-    let next = store.append(new_message(ws, contact, "next", Some("k2"))).await.unwrap();
-    assert_eq!(next.message().seq, first.seq + 1, "a duplicate consumes no seq");
+    let first = store
+        .append(new_message(ws, contact, "hello", Some("k1")))
+        .await
+        .unwrap();
+    let Appended::Inserted(first) = first else {
+        panic!("first append must insert")
+    };
+    let again = store
+        .append(new_message(ws, contact, "hello (retry)", Some("k1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Appended::Duplicate(first.clone()),
+        "a retry returns the original"
+    );
+    let next = store
+        .append(new_message(ws, contact, "next", Some("k2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.message().seq,
+        first.seq + 1,
+        "a duplicate consumes no seq"
+    );
     // No key, no deduplication.
-    let x = store.append(new_message(ws, contact, "same", None)).await.unwrap();
-    let y = store.append(new_message(ws, contact, "same", None)).await.unwrap();
-    assert!(matches!((&x, &y), (Appended::Inserted(_), Appended::Inserted(_))));
+    let x = store
+        .append(new_message(ws, contact, "same", None))
+        .await
+        .unwrap();
+    let y = store
+        .append(new_message(ws, contact, "same", None))
+        .await
+        .unwrap();
+    assert!(matches!(
+        (&x, &y),
+        (Appended::Inserted(_), Appended::Inserted(_))
+    ));
     // Keys are scoped to the workspace.
     let (other, oc) = workspace_with_contact(store).await;
-    let z = store.append(new_message(other, oc, "hello", Some("k1"))).await.unwrap();
-    assert!(matches!(z, Appended::Inserted(_)), "the same key in another workspace is new");
+    let z = store
+        .append(new_message(other, oc, "hello", Some("k1")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(z, Appended::Inserted(_)),
+        "the same key in another workspace is new"
+    );
 }
 
 async fn append_refuses_a_foreign_contact(store: &impl Store) {
     let (a, _) = workspace_with_contact(store).await;
     let (_, cb) = workspace_with_contact(store).await;
     let r = store.append(new_message(a, cb, "x", None)).await;
-    assert!(matches!(r, Err(StoreError::NotFound(_))), "contact of another workspace: {r:?}");
-    let r = store.append(new_message(a, ContactId::new_v4(), "x", None)).await;
-    assert!(matches!(r, Err(StoreError::NotFound(_))), "unknown contact: {r:?}");
+    assert!(
+        matches!(r, Err(StoreError::NotFound(_))),
+        "contact of another workspace: {r:?}"
+    );
+    let r = store
+        .append(new_message(a, ContactId::new_v4(), "x", None))
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::NotFound(_))),
+        "unknown contact: {r:?}"
+    );
 }
 
 async fn history_pages(store: &impl Store) {
@@ -156,17 +244,28 @@ async fn history_pages(store: &impl Store) {
     let (_, other_contact) = {
         let c = ContactId::new_v4();
         store
-            .create_contact(NewContact { id: c, workspace_id: ws, name: "Bob".into(), phone: None })
+            .create_contact(NewContact {
+                id: c,
+                workspace_id: ws,
+                name: "Bob".into(),
+                phone: None,
+            })
             .await
             .unwrap();
         (ws, c)
     };
     let mut sent = Vec::new();
     for i in 0..25 {
-        let m = store.append(new_message(ws, contact, &format!("m{i}"), None)).await.unwrap();
+        let m = store
+            .append(new_message(ws, contact, &format!("m{i}"), None))
+            .await
+            .unwrap();
         sent.push(m.into_message());
         // Interleave another conversation, so the contact's seqs have gaps.
-        store.append(new_message(ws, other_contact, "other", None)).await.unwrap();
+        store
+            .append(new_message(ws, other_contact, "other", None))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut before = None;
@@ -175,8 +274,14 @@ async fn history_pages(store: &impl Store) {
         let page = store.history(contact, before, 10).await.unwrap();
         pages += 1;
         assert!(page.messages.len() <= 10);
-        assert!(page.messages.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
-        assert!(page.messages.iter().all(|m| m.contact_id == contact), "only this conversation");
+        assert!(
+            page.messages.windows(2).all(|w| w[0].seq > w[1].seq),
+            "newest first"
+        );
+        assert!(
+            page.messages.iter().all(|m| m.contact_id == contact),
+            "only this conversation"
+        );
         before = page.messages.last().map(|m| m.seq);
         seen.extend(page.messages);
         if !page.has_more {
@@ -195,28 +300,54 @@ async fn sync_after(store: &impl Store) {
     let (ws, contact) = workspace_with_contact(store).await;
     let mut all = Vec::new();
     for i in 0..12 {
-        all.push(store.append(new_message(ws, contact, &format!("s{i}"), None)).await.unwrap().into_message());
+        all.push(
+            store
+                .append(new_message(ws, contact, &format!("s{i}"), None))
+                .await
+                .unwrap()
+                .into_message(),
+        );
     }
     let page = store.sync(SyncScope::Workspace(ws), 4, 200).await.unwrap();
-    assert_eq!(page.messages, all[4..].to_vec(), "exactly the messages after seq 4, in order");
+    assert_eq!(
+        page.messages,
+        all[4..].to_vec(),
+        "exactly the messages after seq 4, in order"
+    );
     assert!(!page.has_more);
     let page = store.sync(SyncScope::Workspace(ws), 0, 5).await.unwrap();
     assert_eq!(page.messages, all[..5].to_vec());
     assert!(page.has_more);
-    let page = store.sync(SyncScope::Contact(contact), 10, 50).await.unwrap();
+    let page = store
+        .sync(SyncScope::Contact(contact), 10, 50)
+        .await
+        .unwrap();
     assert_eq!(page.messages, all[10..].to_vec());
     let page = store.sync(SyncScope::Workspace(ws), 12, 50).await.unwrap();
-    assert!(page.messages.is_empty() && !page.has_more, "nothing after the last");
+    assert!(
+        page.messages.is_empty() && !page.has_more,
+        "nothing after the last"
+    );
 }
 
 async fn mark_read(store: &impl Store) {
     let (ws, contact) = workspace_with_contact(store).await;
     for _ in 0..5 {
-        store.append(new_message(ws, contact, "r", None)).await.unwrap();
+        store
+            .append(new_message(ws, contact, "r", None))
+            .await
+            .unwrap();
     }
     assert_eq!(store.mark_read(contact, 3).await.unwrap(), 3);
-    assert_eq!(store.mark_read(contact, 3).await.unwrap(), 0, "already read");
-    let page = store.sync(SyncScope::Contact(contact), 0, 50).await.unwrap();
+    assert_eq!(
+        store.mark_read(contact, 3).await.unwrap(),
+        0,
+        "already read"
+    );
+    let page = store
+        .sync(SyncScope::Contact(contact), 0, 50)
+        .await
+        .unwrap();
     let read: Vec<bool> = page.messages.iter().map(|m| m.is_read).collect();
     assert_eq!(read, [true, true, true, false, false]);
 }
@@ -238,8 +369,14 @@ async fn batch(store: &impl Store) {
         .map(|r| r.as_ref().ok().map(|a| a.message().seq))
         .collect();
     assert_eq!(seqs, [Some(1), Some(2), None, Some(1), Some(3)]);
-    assert!(matches!(results[3], Ok(Appended::Duplicate(_))), "a repeat inside one batch is a duplicate");
-    assert!(matches!(results[2], Err(StoreError::NotFound(_))), "one bad message fails alone");
+    assert!(
+        matches!(results[3], Ok(Appended::Duplicate(_))),
+        "a repeat inside one batch is a duplicate"
+    );
+    assert!(
+        matches!(results[2], Err(StoreError::NotFound(_))),
+        "one bad message fails alone"
+    );
 }
 
 async fn racing_retries_store_once<S: Store>(store: Arc<S>) {
@@ -249,7 +386,12 @@ async fn racing_retries_store_once<S: Store>(store: Arc<S>) {
         let store = store.clone();
         tasks.spawn(async move {
             store
-                .append(new_message(ws, contact, &format!("race {i}"), Some("same-key")))
+                .append(new_message(
+                    ws,
+                    contact,
+                    &format!("race {i}"),
+                    Some("same-key"),
+                ))
                 .await
                 .expect("append")
         });

@@ -27,7 +27,11 @@ pub struct Config {
     pub bind: SocketAddr,
 
     /// Database: `sqlite://path` (created if missing).
-    #[arg(long, env = "LIVECHAT_DATABASE_URL", default_value = "sqlite://livechat.db")]
+    #[arg(
+        long,
+        env = "LIVECHAT_DATABASE_URL",
+        default_value = "sqlite://livechat.db"
+    )]
     pub database_url: String,
 
     /// Bearer token of the admin routes. Generated and printed at start when unset.
@@ -36,7 +40,12 @@ pub struct Config {
 
     /// HS256 secret for agent tokens (at least 32 bytes). Generated at start when
     /// unset, which makes every token invalid after a restart: set it in production.
-    #[arg(long, env = "LIVECHAT_JWT_SECRET", hide_env_values = true, conflicts_with = "jwt_public_key")]
+    #[arg(
+        long,
+        env = "LIVECHAT_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
     pub jwt_secret: Option<String>,
 
     /// A file with an RS256 or ES256 public key (PEM) to verify agent tokens with,

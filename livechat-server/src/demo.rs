@@ -24,7 +24,10 @@ pub struct Demo {
 
 fn demo_id(name: &str) -> Uuid {
     // Fixed ids, so a restart finds the same records instead of making new ones.
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("livechat:demo:{name}").as_bytes())
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("livechat:demo:{name}").as_bytes(),
+    )
 }
 
 /// Creates the demo records unless they exist, and signs a token when it can.
@@ -49,9 +52,15 @@ pub async fn ensure(chat: &LiveChat, secret: Option<&[u8]>) -> anyhow::Result<De
         })
         .await?;
     }
-    chat.add_member(workspace_id, agent.clone(), Role::Admin).await?;
+    chat.add_member(workspace_id, agent.clone(), Role::Admin)
+        .await?;
     let agent_token = secret
         .map(|s| Claims::new(DEMO_AGENT, chrono::Duration::hours(24)).sign_hs256(s))
         .transpose()?;
-    Ok(Demo { workspace_id, contact_id, agent, agent_token })
+    Ok(Demo {
+        workspace_id,
+        contact_id,
+        agent,
+        agent_token,
+    })
 }

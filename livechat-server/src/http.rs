@@ -41,10 +41,19 @@ pub fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/api/workspaces", post(create_workspace))
         .route("/api/workspaces/{id}/members", post(add_member))
-        .route("/api/workspaces/{id}/members/{user_id}", delete(remove_member))
+        .route(
+            "/api/workspaces/{id}/members/{user_id}",
+            delete(remove_member),
+        )
         .route("/api/workspaces/{id}/contacts", post(create_contact))
-        .route("/api/contacts/{id}/messages", post(send_message).get(list_messages))
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/api/contacts/{id}/messages",
+            post(send_message).get(list_messages),
+        )
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(max_body))
@@ -60,7 +69,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -69,7 +81,10 @@ impl From<ChatError> for ApiError {
         if let ChatError::Store(cause) = &e {
             tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "request failed in storage");
         }
-        Self { code: e.code(), message: e.client_message() }
+        Self {
+            code: e.code(),
+            message: e.client_message(),
+        }
     }
 }
 
@@ -98,8 +113,13 @@ impl From<QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response()
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
     }
 }
 
@@ -153,7 +173,9 @@ impl FromRequestParts<AppState> for AdminOrMember {
         if Admin::from_request_parts(parts, state).await.is_ok() {
             return Ok(Self::Admin);
         }
-        Member::from_request_parts(parts, state).await.map(|Member(m)| Self::Member(m))
+        Member::from_request_parts(parts, state)
+            .await
+            .map(|Member(m)| Self::Member(m))
     }
 }
 
@@ -170,7 +192,10 @@ struct NamePhone {
 
 fn check_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::new(ErrorCode::InvalidPayload, "name must be 1 to 200 bytes"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidPayload,
+            "name must be 1 to 200 bytes",
+        ));
     }
     Ok(())
 }
@@ -184,7 +209,11 @@ async fn create_workspace(
     check_name(&body.name)?;
     let ws = s
         .chat
-        .create_workspace(NewWorkspace { id: WorkspaceId::new_v4(), name: body.name, phone: body.phone })
+        .create_workspace(NewWorkspace {
+            id: WorkspaceId::new_v4(),
+            name: body.name,
+            phone: body.phone,
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(ws)))
 }
@@ -205,10 +234,18 @@ async fn add_member(
     let Path(ws) = path?;
     let Json(body) = body?;
     if body.user_id.is_empty() || body.user_id.len() > 200 {
-        return Err(ApiError::new(ErrorCode::InvalidPayload, "userId must be 1 to 200 bytes"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidPayload,
+            "userId must be 1 to 200 bytes",
+        ));
     }
-    s.chat.add_member(ws, UserId(body.user_id.clone()), body.role).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "workspace_id": ws, "user_id": body.user_id, "role": body.role }))))
+    s.chat
+        .add_member(ws, UserId(body.user_id.clone()), body.role)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "workspace_id": ws, "user_id": body.user_id, "role": body.role })),
+    ))
 }
 
 async fn remove_member(
@@ -238,7 +275,12 @@ async fn create_contact(
     check_name(&body.name)?;
     let contact = s
         .chat
-        .create_contact(NewContact { id: ContactId::new_v4(), workspace_id: ws, name: body.name, phone: body.phone })
+        .create_contact(NewContact {
+            id: ContactId::new_v4(),
+            workspace_id: ws,
+            name: body.name,
+            phone: body.phone,
+        })
         .await
         .map_err(|e| match e {
             ChatError::Store(livechat_core::error::StoreError::NotFound(_)) => {
@@ -303,14 +345,36 @@ async fn list_messages(
     let Query(q) = query?;
     let page = match (q.before, q.after) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::new(ErrorCode::InvalidPayload, "give `before` or `after`, not both"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidPayload,
+                "give `before` or `after`, not both",
+            ));
         }
         (_, Some(after)) => {
             s.chat
-                .sync(&who, SyncRequest { workspace_id: None, contact_id: Some(contact_id), after, limit: q.limit })
+                .sync(
+                    &who,
+                    SyncRequest {
+                        workspace_id: None,
+                        contact_id: Some(contact_id),
+                        after,
+                        limit: q.limit,
+                    },
+                )
                 .await?
         }
-        (before, None) => s.chat.history(&who, HistoryRequest { contact_id, before, limit: q.limit }).await?,
+        (before, None) => {
+            s.chat
+                .history(
+                    &who,
+                    HistoryRequest {
+                        contact_id,
+                        before,
+                        limit: q.limit,
+                    },
+                )
+                .await?
+        }
     };
     Ok(Json(page))
 }
@@ -320,7 +384,11 @@ async fn ready(State(s): State<AppState>) -> Response {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: store does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": "down" }))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "store": "down" })),
+            )
+                .into_response()
         }
     }
 }

@@ -58,7 +58,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         .build_layer();
 
     let (admin_token, generated_admin_token) = match &config.admin_token {
-        Some(t) if t.len() < 16 => anyhow::bail!("LIVECHAT_ADMIN_TOKEN must be at least 16 characters"),
+        Some(t) if t.len() < 16 => {
+            anyhow::bail!("LIVECHAT_ADMIN_TOKEN must be at least 16 characters")
+        }
         Some(t) => (t.clone(), None),
         None => {
             let t = random_secret();
@@ -78,7 +80,13 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         admin_token: Arc::from(admin_token),
     };
     let router = http::router(state, config.max_frame_bytes).layer(layer);
-    Ok(Server { router, chat, store, generated_admin_token, demo })
+    Ok(Server {
+        router,
+        chat,
+        store,
+        generated_admin_token,
+        demo,
+    })
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains within the
@@ -146,7 +154,9 @@ fn authenticator(config: &Config) -> anyhow::Result<(JwtAuthenticator, Option<Ve
         Some(s) if s.len() < 32 => anyhow::bail!("LIVECHAT_JWT_SECRET must be at least 32 bytes"),
         Some(s) => s.clone().into_bytes(),
         None => {
-            tracing::warn!("LIVECHAT_JWT_SECRET is unset: using a random secret, tokens will not survive a restart");
+            tracing::warn!(
+                "LIVECHAT_JWT_SECRET is unset: using a random secret, tokens will not survive a restart"
+            );
             random_secret().into_bytes()
         }
     };
@@ -161,7 +171,9 @@ fn random_secret() -> String {
 /// The URL without a password, for logs.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -170,7 +182,13 @@ fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_credentials() {
-        assert_eq!(super::redact_url("postgres://u:pw@h/db"), "postgres://***@h/db");
-        assert_eq!(super::redact_url("sqlite://livechat.db"), "sqlite://livechat.db");
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h/db"),
+            "postgres://***@h/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://livechat.db"),
+            "sqlite://livechat.db"
+        );
     }
 }

@@ -10,7 +10,10 @@ async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match config.log_format {
         LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
     }
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     livechat_server::run(config, listener, shutdown_signal(), |started| {
@@ -23,7 +26,10 @@ async fn main() -> anyhow::Result<()> {
             println!("demo workspace: {}", demo.workspace_id);
             println!("demo contact:   {}", demo.contact_id);
             if let Some(token) = &demo.agent_token {
-                println!("demo agent token (user {}, valid 24 h): {token}", demo.agent);
+                println!(
+                    "demo agent token (user {}, valid 24 h): {token}",
+                    demo.agent
+                );
             }
         }
     })

@@ -141,7 +141,10 @@ impl MessageStore for MemoryStore {
                     return Ok(Page::default());
                 };
                 let tail = ws.messages.get(seq_index(after)..).unwrap_or_default();
-                (tail.iter().take(limit).cloned().collect(), tail.len() > limit)
+                (
+                    tail.iter().take(limit).cloned().collect(),
+                    tail.len() > limit,
+                )
             }
             SyncScope::Contact(id) => {
                 let Some(c) = state.contacts.get(&id) else {
@@ -151,7 +154,10 @@ impl MessageStore for MemoryStore {
                 let start = c.messages.partition_point(|&i| ws.messages[i].seq <= after);
                 let tail = &c.messages[start..];
                 (
-                    tail.iter().take(limit).map(|&i| ws.messages[i].clone()).collect(),
+                    tail.iter()
+                        .take(limit)
+                        .map(|&i| ws.messages[i].clone())
+                        .collect(),
                     tail.len() > limit,
                 )
             }
@@ -262,7 +268,11 @@ impl Directory for MemoryStore {
         Ok(())
     }
 
-    async fn remove_member(&self, workspace: WorkspaceId, user: &UserId) -> Result<bool, StoreError> {
+    async fn remove_member(
+        &self,
+        workspace: WorkspaceId,
+        user: &UserId,
+    ) -> Result<bool, StoreError> {
         Ok(self
             .lock()
             .members

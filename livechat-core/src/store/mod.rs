@@ -201,7 +201,8 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Page, StoreError>>;
-    fn sync(&self, s: SyncScope, after: i64, limit: u32) -> BoxFuture<'_, Result<Page, StoreError>>;
+    fn sync(&self, s: SyncScope, after: i64, limit: u32)
+    -> BoxFuture<'_, Result<Page, StoreError>>;
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>>;
     fn workspace(&self, id: WorkspaceId) -> BoxFuture<'_, Result<Option<Workspace>, StoreError>>;
     fn create_contact(&self, c: NewContact) -> BoxFuture<'_, Result<Contact, StoreError>>;
@@ -236,7 +237,12 @@ impl<T: Store> DynStore for T {
     ) -> BoxFuture<'_, Result<Page, StoreError>> {
         Box::pin(MessageStore::history(self, c, before, limit))
     }
-    fn sync(&self, s: SyncScope, after: i64, limit: u32) -> BoxFuture<'_, Result<Page, StoreError>> {
+    fn sync(
+        &self,
+        s: SyncScope,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Page, StoreError>> {
         Box::pin(MessageStore::sync(self, s, after, limit))
     }
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>> {

@@ -121,7 +121,10 @@ impl SqliteStore {
     /// An in-memory database (`:memory:`) is refused: the writer and the readers are
     /// separate connections and would each see their own; use `MemoryStore` instead.
     pub async fn open_with(url: &str, options: SqliteStoreOptions) -> Result<Self, StoreError> {
-        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
         let path = path.split('?').next().unwrap_or(path);
         if path.is_empty() || path.contains(":memory:") {
             return Err(StoreError::Backend(
@@ -231,7 +234,9 @@ impl SqliteStore {
 impl MessageStore for SqliteStore {
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         let mut results = self.append_batch(vec![message]).await;
-        results.pop().unwrap_or(Err(StoreError::Corrupt("empty batch result".into())))
+        results
+            .pop()
+            .unwrap_or(Err(StoreError::Corrupt("empty batch result".into())))
     }
 
     async fn append_batch(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
@@ -290,12 +295,12 @@ impl MessageStore for SqliteStore {
             ),
         };
         let rows = sqlx::query(query)
-        .bind(id)
-        .bind(after)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(map_err)?;
+            .bind(id)
+            .bind(after)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(map_err)?;
         page_from_rows(rows, limit)
     }
 
@@ -413,7 +418,11 @@ impl Directory for SqliteStore {
         .map_err(|e| map_insert_err(e, "workspace", "member"))
     }
 
-    async fn remove_member(&self, workspace: WorkspaceId, user: &UserId) -> Result<bool, StoreError> {
+    async fn remove_member(
+        &self,
+        workspace: WorkspaceId,
+        user: &UserId,
+    ) -> Result<bool, StoreError> {
         sqlx::query("DELETE FROM workspace_members WHERE workspace_id = ?1 AND user_id = ?2")
             .bind(workspace.to_string())
             .bind(user.as_str())
@@ -436,8 +445,11 @@ impl Directory for SqliteStore {
         .fetch_optional(&self.readers)
         .await
         .map_err(map_err)?;
-        role.map(|r| r.parse().map_err(|e: crate::model::UnknownVariant| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        role.map(|r| {
+            r.parse()
+                .map_err(|e: crate::model::UnknownVariant| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
     }
 }
 
@@ -494,7 +506,10 @@ fn is_transient(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db
             .code()
             .map(|c| {
-                let primary = c.parse::<i32>().map(|n| (n & 0xff).to_string()).unwrap_or_default();
+                let primary = c
+                    .parse::<i32>()
+                    .map(|n| (n & 0xff).to_string())
+                    .unwrap_or_default();
                 primary == SQLITE_BUSY || primary == SQLITE_LOCKED
             })
             .unwrap_or(false),

@@ -23,15 +23,28 @@ async fn sqlite_store_keeps_everything_across_a_reopen() {
     let url = format!("sqlite://{}", dir.path().join("reopen.db").display());
     let store = SqliteStore::open(&url).await.unwrap();
     let (ws, contact) = workspace_with_contact(&store).await;
-    let first = store.append(new_message(ws, contact, "kept", Some("k"))).await.unwrap();
+    let first = store
+        .append(new_message(ws, contact, "kept", Some("k")))
+        .await
+        .unwrap();
     store.close().await;
 
     let store = SqliteStore::open(&url).await.unwrap();
     let page = store.sync(SyncScope::Workspace(ws), 0, 10).await.unwrap();
     assert_eq!(page.messages, vec![first.message().clone()]);
-    let retry = store.append(new_message(ws, contact, "kept", Some("k"))).await.unwrap();
-    assert_eq!(retry, livechat_core::store::Appended::Duplicate(first.into_message()), "idempotency survives a restart");
-    let next = store.append(new_message(ws, contact, "next", None)).await.unwrap();
+    let retry = store
+        .append(new_message(ws, contact, "kept", Some("k")))
+        .await
+        .unwrap();
+    assert_eq!(
+        retry,
+        livechat_core::store::Appended::Duplicate(first.into_message()),
+        "idempotency survives a restart"
+    );
+    let next = store
+        .append(new_message(ws, contact, "next", None))
+        .await
+        .unwrap();
     assert_eq!(next.message().seq, 2, "the seq counter survives a restart");
 }
 

@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use livechat_core::auth::{Claims, JwtAuthenticator};
 use livechat_core::model::{ContactId, Role, UserId, WorkspaceId};
 use livechat_core::store::{NewContact, NewWorkspace, Store};
-use livechat_core::{LiveChat, Limits};
+use livechat_core::{Limits, LiveChat};
 use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Event, Payload, TransportType};
 use serde_json::{Value, json};
@@ -49,7 +49,14 @@ impl Server {
 
         let (ws, contact) = seed(&chat, "alice").await;
         let (other_ws, other_contact) = seed(&chat, "bob").await;
-        Self { addr, chat, ws, contact, other_ws, other_contact }
+        Self {
+            addr,
+            chat,
+            ws,
+            contact,
+            other_ws,
+            other_contact,
+        }
     }
 
     pub(crate) fn url(&self) -> String {
@@ -73,19 +80,32 @@ impl Server {
 
 async fn seed(chat: &LiveChat, agent: &str) -> (WorkspaceId, ContactId) {
     let ws = WorkspaceId::new_v4();
-    chat.create_workspace(NewWorkspace { id: ws, name: format!("{agent}'s team"), phone: None })
-        .await
-        .unwrap();
+    chat.create_workspace(NewWorkspace {
+        id: ws,
+        name: format!("{agent}'s team"),
+        phone: None,
+    })
+    .await
+    .unwrap();
     let contact = ContactId::new_v4();
-    chat.create_contact(NewContact { id: contact, workspace_id: ws, name: "Customer".into(), phone: None })
+    chat.create_contact(NewContact {
+        id: contact,
+        workspace_id: ws,
+        name: "Customer".into(),
+        phone: None,
+    })
+    .await
+    .unwrap();
+    chat.add_member(ws, UserId::from(agent), Role::Agent)
         .await
         .unwrap();
-    chat.add_member(ws, UserId::from(agent), Role::Agent).await.unwrap();
     (ws, contact)
 }
 
 pub(crate) fn token(user: &str) -> String {
-    Claims::new(user, chrono::Duration::hours(1)).sign_hs256(SECRET).unwrap()
+    Claims::new(user, chrono::Duration::hours(1))
+        .sign_hs256(SECRET)
+        .unwrap()
 }
 
 /// A connected client; every server event is queued in `events`.
@@ -112,7 +132,11 @@ impl TestClient {
             })
             .on_any(move |event, payload, _| {
                 if let Payload::Text(mut values) = payload {
-                    let first = if values.is_empty() { Value::Null } else { values.remove(0) };
+                    let first = if values.is_empty() {
+                        Value::Null
+                    } else {
+                        values.remove(0)
+                    };
                     let _ = tx.send((event.to_string(), first));
                 }
                 async {}.boxed()
@@ -138,7 +162,11 @@ impl TestClient {
         self.client
             .emit_with_ack(event, payload, WAIT, move |p: Payload, _| {
                 if let (Payload::Text(mut v), Some(tx)) = (p, tx.lock().unwrap().take()) {
-                    let first = if v.is_empty() { Value::Null } else { v.remove(0) };
+                    let first = if v.is_empty() {
+                        Value::Null
+                    } else {
+                        v.remove(0)
+                    };
                     // rust_socketio hands over the ack's argument list as one array.
                     let first = match first {
                         Value::Array(mut args) if args.len() == 1 => args.remove(0),
@@ -157,7 +185,12 @@ impl TestClient {
     }
 
     /// Emits with an ack callback; `None` if no ack comes within `within`.
-    pub(crate) async fn try_call(&self, event: &str, payload: Value, within: Duration) -> Option<Value> {
+    pub(crate) async fn try_call(
+        &self,
+        event: &str,
+        payload: Value,
+        within: Duration,
+    ) -> Option<Value> {
         let (tx, rx) = oneshot::channel();
         let tx = Arc::new(Mutex::new(Some(tx)));
         self.client
@@ -169,7 +202,11 @@ impl TestClient {
             })
             .await
             .ok()?;
-        tokio::time::timeout(within, rx).await.ok()?.ok().map(Value::Array)
+        tokio::time::timeout(within, rx)
+            .await
+            .ok()?
+            .ok()
+            .map(Value::Array)
     }
 
     /// `call`, asserting `ok: true`, returning `data`.
@@ -182,7 +219,10 @@ impl TestClient {
     /// `call`, asserting `ok: false` with `code`.
     pub(crate) async fn call_err(&self, event: &str, payload: Value, code: &str) -> Value {
         let reply = self.call(event, payload).await;
-        assert_eq!(reply["ok"], false, "`{event}` should fail with {code}: {reply}");
+        assert_eq!(
+            reply["ok"], false,
+            "`{event}` should fail with {code}: {reply}"
+        );
         assert_eq!(reply["error"]["code"], code, "`{event}`: {reply}");
         reply["error"].clone()
     }
@@ -203,7 +243,9 @@ impl TestClient {
     /// Asserts that no `name` event arrives within `within`.
     pub(crate) async fn none(&mut self, name: &str, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
-        while let Ok(Some((event, payload))) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+        while let Ok(Some((event, payload))) =
+            tokio::time::timeout_at(deadline, self.events.recv()).await
+        {
             assert_ne!(event, name, "unexpected `{name}`: {payload}");
         }
     }
@@ -212,7 +254,9 @@ impl TestClient {
     pub(crate) async fn collect(&mut self, name: &str, within: Duration) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + within;
         let mut out = Vec::new();
-        while let Ok(Some((event, payload))) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+        while let Ok(Some((event, payload))) =
+            tokio::time::timeout_at(deadline, self.events.recv()).await
+        {
             if event == name {
                 out.push(payload);
             }

@@ -34,7 +34,11 @@ async fn starts_on_embedded_defaults_prints_a_token_and_stops_on_sigterm() {
             .expect("the server printed no token within 10 s")
             .unwrap()
             .expect("the server exited before printing a token");
-        let last = line.split_whitespace().last().unwrap_or_default().to_owned();
+        let last = line
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
         if line.starts_with("livechat listening on ") {
             url = Some(last);
         } else if line.starts_with("demo contact:") {
@@ -47,15 +51,35 @@ async fn starts_on_embedded_defaults_prints_a_token_and_stops_on_sigterm() {
     }
     let url = url.expect("address printed");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    assert!(dir.path().join("livechat.db").exists(), "SQLite file created in the working directory");
+    assert!(
+        dir.path().join("livechat.db").exists(),
+        "SQLite file created in the working directory"
+    );
 
-    let mut agent = SocketClientBuilder::new(&url, token.as_deref().unwrap(), TransportType::Websocket).connect().await;
-    agent.call("join_workspace", json!({ "workspaceId": workspace.unwrap() })).await;
-    let sent = agent.call("send_message", json!({ "contactId": contact.unwrap(), "body": "hello from a new user" })).await;
+    let mut agent =
+        SocketClientBuilder::new(&url, token.as_deref().unwrap(), TransportType::Websocket)
+            .connect()
+            .await;
+    agent
+        .call(
+            "join_workspace",
+            json!({ "workspaceId": workspace.unwrap() }),
+        )
+        .await;
+    let sent = agent
+        .call(
+            "send_message",
+            json!({ "contactId": contact.unwrap(), "body": "hello from a new user" }),
+        )
+        .await;
     assert_eq!(agent.next("new_message").await, sent);
 
     let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await

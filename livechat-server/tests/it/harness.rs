@@ -62,7 +62,14 @@ impl TestServer {
             .await
             .expect("server did not start within 5 s")
             .expect("server failed to start");
-        Self { addr, started, http: reqwest::Client::new(), stop: Some(stop), done: Some(done), _dir: None }
+        Self {
+            addr,
+            started,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            done: Some(done),
+            _dir: None,
+        }
     }
 
     pub(crate) async fn stop(mut self) {
@@ -93,7 +100,13 @@ impl TestServer {
     }
 
     /// A JSON request; returns the status and the parsed body (Null when empty).
-    pub(crate) async fn request(&self, method: reqwest::Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path));
         if let Some(b) = bearer {
             req = req.bearer_auth(b);
@@ -101,15 +114,24 @@ impl TestServer {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = tokio::time::timeout(WAIT, req.send()).await.expect("HTTP timeout").expect("HTTP request");
+        let res = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("HTTP timeout")
+            .expect("HTTP request");
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     pub(crate) async fn socket(&self, user: &str, transport: TransportType) -> SocketClient {
-        SocketClientBuilder::new(&self.url("/"), &self.token(user), transport).connect().await
+        SocketClientBuilder::new(&self.url("/"), &self.token(user), transport)
+            .connect()
+            .await
     }
 }
 
@@ -118,7 +140,11 @@ pub(crate) struct SocketClientBuilder(ClientBuilder);
 
 impl SocketClientBuilder {
     pub(crate) fn new(url: &str, token: &str, transport: TransportType) -> Self {
-        Self(ClientBuilder::new(url).transport_type(transport).auth(json!({ "token": token })))
+        Self(
+            ClientBuilder::new(url)
+                .transport_type(transport)
+                .auth(json!({ "token": token })),
+        )
     }
 
     pub(crate) async fn connect(self) -> SocketClient {
@@ -149,7 +175,14 @@ impl SocketClient {
             })
             .on_any(move |event, payload, _| {
                 if let Payload::Text(mut v) = payload {
-                    let _ = tx.send((event.to_string(), if v.is_empty() { Value::Null } else { v.remove(0) }));
+                    let _ = tx.send((
+                        event.to_string(),
+                        if v.is_empty() {
+                            Value::Null
+                        } else {
+                            v.remove(0)
+                        },
+                    ));
                 }
                 async {}.boxed()
             })
@@ -168,7 +201,11 @@ impl SocketClient {
         self.client
             .emit_with_ack(event, payload, WAIT, move |p: Payload, _| {
                 if let (Payload::Text(mut v), Some(tx)) = (p, tx.lock().unwrap().take()) {
-                    let first = if v.is_empty() { Value::Null } else { v.remove(0) };
+                    let first = if v.is_empty() {
+                        Value::Null
+                    } else {
+                        v.remove(0)
+                    };
                     let first = match first {
                         Value::Array(mut args) if args.len() == 1 => args.remove(0),
                         other => other,
@@ -179,7 +216,10 @@ impl SocketClient {
             })
             .await
             .expect("emit_with_ack");
-        let reply = tokio::time::timeout(WAIT, rx).await.unwrap_or_else(|_| panic!("no ack for `{event}`")).unwrap();
+        let reply = tokio::time::timeout(WAIT, rx)
+            .await
+            .unwrap_or_else(|_| panic!("no ack for `{event}`"))
+            .unwrap();
         assert_eq!(reply["ok"], true, "`{event}` failed: {reply}");
         reply["data"].clone()
     }

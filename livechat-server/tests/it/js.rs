@@ -23,7 +23,10 @@ async fn npm_ci() {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     INSTALLED
         .get_or_init(|| async {
-            if js_dir().join("node_modules/socket.io-client/package.json").exists() {
+            if js_dir()
+                .join("node_modules/socket.io-client/package.json")
+                .exists()
+            {
                 return;
             }
             let status = Command::new("npm")
@@ -38,7 +41,13 @@ async fn npm_ci() {
 }
 
 /// Runs the seed flow; `on_ready` is called once the script's joins were handled.
-async fn seed_flow<F, Fut>(server: &TestServer, token: &str, transport: &str, expected: usize, on_ready: F) -> Vec<(String, Value)>
+async fn seed_flow<F, Fut>(
+    server: &TestServer,
+    token: &str,
+    transport: &str,
+    expected: usize,
+    on_ready: F,
+) -> Vec<(String, Value)>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -66,18 +75,25 @@ where
             .await
             .expect("the seed flow printed nothing for 15 s");
         let Some(line) = line.unwrap() else { break };
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON from node: {line}: {e}"));
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON from node: {line}: {e}"));
         let event = v["event"].as_str().unwrap().to_owned();
         if event == "ready" {
             assert_eq!(v["data"]["ok"], true, "history ack: {v}");
-            assert_eq!(v["data"]["transport"], transport, "the transport asked for is the one used");
+            assert_eq!(
+                v["data"]["transport"], transport,
+                "the transport asked for is the one used"
+            );
             if let Some(f) = on_ready.take() {
                 f().await;
             }
         }
         seen.push((event, v["data"].clone()));
     }
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("node did not exit").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("node did not exit")
+        .unwrap();
     assert!(status.success(), "seed flow exited with {status}: {seen:?}");
     seen
 }
@@ -91,18 +107,48 @@ async fn the_seed_frontend_works_unchanged_over_both_transports() {
         let contact = server.demo().contact_id;
         let seen = seed_flow(&server, &token, transport, 3, || async move {
             for i in 0..3 {
-                chat.publish(Publish::new(contact, Direction::Inbound, format!("{transport} {i}")).sender("+15550123"))
-                    .await
-                    .unwrap();
+                chat.publish(
+                    Publish::new(contact, Direction::Inbound, format!("{transport} {i}"))
+                        .sender("+15550123"),
+                )
+                .await
+                .unwrap();
             }
         })
         .await;
-        let messages: Vec<&Value> = seen.iter().filter(|(e, _)| e == "new_message").map(|(_, v)| v).collect();
-        let bodies: Vec<&str> = messages.iter().map(|m| m["body"].as_str().unwrap()).collect();
-        assert_eq!(bodies, [format!("{transport} 0"), format!("{transport} 1"), format!("{transport} 2")], "each once, in order, though the socket is in both rooms");
+        let messages: Vec<&Value> = seen
+            .iter()
+            .filter(|(e, _)| e == "new_message")
+            .map(|(_, v)| v)
+            .collect();
+        let bodies: Vec<&str> = messages
+            .iter()
+            .map(|m| m["body"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                format!("{transport} 0"),
+                format!("{transport} 1"),
+                format!("{transport} 2")
+            ],
+            "each once, in order, though the socket is in both rooms"
+        );
         for m in messages {
             // The seed's fields, snake_case.
-            for field in ["id", "contact_id", "workspace_id", "sender", "body", "is_read", "direction", "status", "twilio_sid", "msg_type", "created_at"] {
+            for field in [
+                "id",
+                "contact_id",
+                "workspace_id",
+                "sender",
+                "body",
+                "is_read",
+                "direction",
+                "status",
+                "twilio_sid",
+                "msg_type",
+                "created_at",
+            ] {
                 assert!(m.get(field).is_some(), "missing {field}: {m}");
             }
             assert_eq!(m["direction"], "inbound");

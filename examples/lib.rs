@@ -1,0 +1,1 @@
+//! Embedding examples for livechat-core: see `axum.rs` and `hyper.rs`.
