@@ -14,6 +14,7 @@ use socketioxide::extract::SocketRef;
 use crate::auth::{DynAuthenticator, Identity};
 use crate::builder::LiveChatBuilder;
 use crate::config::Limits;
+use crate::delivery::{Counters, RecoveryMiss, Stats, Writer, WriterConfig};
 use crate::error::{AuthError, ChatError};
 use crate::handlers::user_room;
 use crate::model::{
@@ -21,9 +22,10 @@ use crate::model::{
     UserId, Workspace, WorkspaceId,
 };
 use crate::protocol::{
-    HistoryRequest, SendMessage, SyncRequest, contact_room, events, workspace_room,
+    ContactRef, HistoryRequest, Joined, SendMessage, SyncRequest, WorkspaceRef, contact_room,
+    events, workspace_room,
 };
-use crate::store::{Appended, DynStore, NewContact, NewWorkspace, SyncScope, clamp_limit};
+use crate::store::{DynStore, NewContact, NewWorkspace, SyncScope, clamp_limit};
 
 /// The handle to a running livechat: cheap to clone, shared with the socket handlers.
 ///
@@ -50,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     send_limiter: DefaultKeyedRateLimiter<UserId>,
     limiter_checks: AtomicU64,
+    writer: Writer,
+    counters: Arc<Counters>,
 }
 
 /// A message sent by server-side code through [`LiveChat::publish`].
@@ -130,6 +134,18 @@ impl LiveChat {
             NonZeroU32::new(limits.send_rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN),
         )
         .allow_burst(NonZeroU32::new(limits.send_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let counters = Arc::new(Counters::default());
+        let writer = Writer::new(
+            io.clone(),
+            store.clone(),
+            counters.clone(),
+            WriterConfig {
+                queue: limits.commit_queue,
+                max_batch: limits.commit_batch.max(1),
+                max_wait: limits.commit_wait,
+                max_recovery: limits.max_recovery_messages,
+            },
+        );
         Self {
             inner: Arc::new(Inner {
                 io,
@@ -138,8 +154,15 @@ impl LiveChat {
                 limits,
                 send_limiter: RateLimiter::keyed(quota),
                 limiter_checks: AtomicU64::new(0),
+                writer,
+                counters,
             }),
         }
+    }
+
+    /// What delivery has done so far: commits, slow consumers cut off, recoveries.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
     }
 
     /// The limits in force.
@@ -204,14 +227,8 @@ impl LiveChat {
             client_id: msg.client_id,
             created_at: Utc::now(),
         };
-        match self.inner.store.append(new).await? {
-            Appended::Inserted(message) => {
-                // The broadcast follows the commit: nobody sees what is not stored.
-                self.broadcast(&message).await;
-                Ok(message)
-            }
-            Appended::Duplicate(original) => Ok(original),
-        }
+        // The writer commits, then delivers; a duplicate is returned, never delivered.
+        Ok(self.inner.writer.append(new).await?.into_message())
     }
 
     fn validate(&self, msg: &Publish) -> Result<(), ChatError> {
@@ -254,22 +271,6 @@ impl LiveChat {
             .map_err(|not_until| ChatError::RateLimited {
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             })
-    }
-
-    async fn broadcast(&self, message: &Message) {
-        let rooms = [
-            contact_room(message.contact_id),
-            workspace_room(message.workspace_id),
-        ];
-        if let Err(e) = self
-            .inner
-            .io
-            .to(rooms)
-            .emit(events::NEW_MESSAGE, message)
-            .await
-        {
-            tracing::warn!(message = %message.id, error = %e, "broadcast did not reach every socket");
-        }
     }
 
     async fn contact_or_not_found(&self, id: ContactId) -> Result<Contact, ChatError> {
@@ -340,38 +341,79 @@ impl LiveChat {
         &self,
         s: &SocketRef,
         who: &Identity,
-        contact: ContactId,
-    ) -> Result<serde_json::Value, ChatError> {
-        let contact = self.contact_or_not_found(contact).await?;
+        req: ContactRef,
+    ) -> Result<Joined, ChatError> {
+        let contact = self.contact_or_not_found(req.contact_id).await?;
         self.authorize(who, contact.workspace_id).await?;
-        let room = contact_room(contact.id);
-        self.join(s, &room)?;
-        Ok(serde_json::json!({ "room": room, "workspaceId": contact.workspace_id }))
+        self.join(
+            s,
+            contact_room(contact.id),
+            SyncScope::Contact(contact.id),
+            req.after,
+        )
+        .await
     }
 
     pub(crate) async fn join_workspace(
         &self,
         s: &SocketRef,
         who: &Identity,
-        workspace: WorkspaceId,
-    ) -> Result<serde_json::Value, ChatError> {
-        self.authorize(who, workspace).await?;
-        let room = workspace_room(workspace);
-        self.join(s, &room)?;
-        Ok(serde_json::json!({ "room": room }))
+        req: WorkspaceRef,
+    ) -> Result<Joined, ChatError> {
+        self.authorize(who, req.workspace_id).await?;
+        let ws = req.workspace_id;
+        self.join(s, workspace_room(ws), SyncScope::Workspace(ws), req.after)
+            .await
     }
 
-    fn join(&self, s: &SocketRef, room: &str) -> Result<(), ChatError> {
+    /// Joins `room`; with `after`, first replays what the client missed in `scope`.
+    async fn join(
+        &self,
+        s: &SocketRef,
+        room: String,
+        scope: SyncScope,
+        after: Option<i64>,
+    ) -> Result<Joined, ChatError> {
         let rooms = s.rooms();
-        if !rooms.iter().any(|r| r == room) && rooms.len() >= self.inner.limits.max_rooms_per_socket
-        {
+        let already = rooms.iter().any(|r| *r == room);
+        if !already && rooms.len() >= self.inner.limits.max_rooms_per_socket {
             return Err(ChatError::LimitReached(format!(
                 "a socket may be in at most {} rooms",
                 self.inner.limits.max_rooms_per_socket
             )));
         }
-        s.join(room.to_owned());
-        Ok(())
+        let Some(after) = after else {
+            s.join(room.clone());
+            return Ok(Joined {
+                room,
+                recovered: None,
+                complete: None,
+            });
+        };
+        if already {
+            // Recovering into a room the socket is in would deliver twice.
+            s.leave(room.clone());
+        }
+        let outcome = self
+            .inner
+            .writer
+            .recover(s, scope, room.clone(), after, &*self.inner.store)
+            .await?;
+        let joined = match outcome {
+            Ok(n) => Joined {
+                room,
+                recovered: Some(n),
+                complete: Some(true),
+            },
+            Err(RecoveryMiss) => Joined {
+                room,
+                recovered: Some(0),
+                complete: Some(false),
+            },
+        };
+        // Also as an event, for clients that join without an ack (as the seed does).
+        let _ = s.emit(events::RECOVERY, &joined);
+        Ok(joined)
     }
 
     /// Creates a workspace.

@@ -29,6 +29,17 @@ pub struct Limits {
     /// How long a client has to send its namespace connect (with the token) after the
     /// transport opened. Defaults to 10 s.
     pub connect_timeout: Duration,
+    /// Sends waiting for the commit writer; more get `unavailable` with a retry hint.
+    /// Defaults to 4096.
+    pub commit_queue: usize,
+    /// Most messages in one store commit. Defaults to 256.
+    pub commit_batch: usize,
+    /// How long the writer waits for more sends before committing a batch that is not
+    /// full. Defaults to zero: batches form by themselves while a commit is running.
+    pub commit_wait: Duration,
+    /// Most messages a reconnecting client gets replayed; past that it is told to
+    /// reload (`complete: false`). Defaults to 1000.
+    pub max_recovery_messages: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +55,10 @@ impl Default for Limits {
             max_pending_per_socket: 64,
             socket_buffer_packets: 256,
             connect_timeout: Duration::from_secs(10),
+            commit_queue: 4096,
+            commit_batch: 256,
+            commit_wait: Duration::ZERO,
+            max_recovery_messages: 1000,
         }
     }
 }

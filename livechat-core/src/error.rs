@@ -109,6 +109,12 @@ pub enum ChatError {
     /// A plugin refused the message.
     #[error("{0}")]
     Rejected(String),
+    /// Too much work queued (the commit queue is full); retry after the hint.
+    #[error("the server is busy, retry later")]
+    Overloaded {
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// Storage failed; the cause is logged, never sent.
     #[error("storage is unavailable, retry later")]
     Store(#[from] StoreError),
@@ -125,6 +131,7 @@ impl ChatError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Rejected(_) => ErrorCode::Rejected,
+            Self::Overloaded { .. } => ErrorCode::Unavailable,
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             Self::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
             Self::Store(_) => ErrorCode::Internal,
@@ -144,7 +151,9 @@ impl ChatError {
     /// How long to wait before retrying, for `rate_limited` and `unavailable`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::RateLimited { retry_after } | Self::Overloaded { retry_after } => {
+                Some(*retry_after)
+            }
             Self::Store(StoreError::Unavailable(_)) => Some(Duration::from_secs(1)),
             _ => None,
         }

@@ -130,7 +130,7 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &chat,
         &queue,
         events::JOIN_CONTACT,
-        |chat, s, who, req: ContactRef| async move { chat.join_contact(&s, &who, req.contact_id).await },
+        |chat, s, who, req: ContactRef| async move { chat.join_contact(&s, &who, req).await },
     );
     on(
         &s,
@@ -147,9 +147,7 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &chat,
         &queue,
         events::JOIN_WORKSPACE,
-        |chat, s, who, req: WorkspaceRef| async move {
-            chat.join_workspace(&s, &who, req.workspace_id).await
-        },
+        |chat, s, who, req: WorkspaceRef| async move { chat.join_workspace(&s, &who, req).await },
     );
     on(
         &s,

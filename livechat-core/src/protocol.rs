@@ -27,6 +27,8 @@ pub mod events {
     pub const NEW_MESSAGE: &str = "new_message";
     /// Server → client: a refusal of a request that had no ack callback.
     pub const ERROR: &str = "livechat:error";
+    /// Server → client: the outcome of a join with `after` (see `Joined`).
+    pub const RECOVERY: &str = "livechat:recovery";
 }
 
 /// The room of a contact's conversation.
@@ -45,6 +47,10 @@ pub fn workspace_room(id: WorkspaceId) -> String {
 pub struct ContactRef {
     /// The contact.
     pub contact_id: ContactId,
+    /// Join only: the last `seq` the client saw in this conversation. Every message
+    /// after it is replayed before live ones (recovery after a reconnect).
+    #[serde(default)]
+    pub after: Option<i64>,
 }
 
 /// `join_workspace` / `leave_workspace` payload.
@@ -53,6 +59,25 @@ pub struct ContactRef {
 pub struct WorkspaceRef {
     /// The workspace.
     pub workspace_id: WorkspaceId,
+    /// Join only: the last `seq` the client saw in this workspace. Every message after
+    /// it is replayed before live ones (recovery after a reconnect).
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+
+/// The answer to a join, and with `after` also the `livechat:recovery` event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Joined {
+    /// The room joined.
+    pub room: String,
+    /// With `after`: how many missed messages were replayed before this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<usize>,
+    /// With `after`: `false` when more was missed than can be replayed (or the replay
+    /// failed): the client must reload with `history`/`sync`. Live delivery has begun
+    /// either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
 }
 
 /// `send_message` payload (and the REST body, with `contactId` from the path).

@@ -194,7 +194,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe mirror of [`Store`], so that the handle holds an `Arc<dyn DynStore>`.
 pub(crate) trait DynStore: Send + Sync + 'static {
-    fn append(&self, m: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    fn append_batch(&self, m: Vec<NewMessage>) -> BoxFuture<'_, Vec<Result<Appended, StoreError>>>;
     fn history(
         &self,
         c: ContactId,
@@ -226,8 +226,8 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 }
 
 impl<T: Store> DynStore for T {
-    fn append(&self, m: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        Box::pin(MessageStore::append(self, m))
+    fn append_batch(&self, m: Vec<NewMessage>) -> BoxFuture<'_, Vec<Result<Appended, StoreError>>> {
+        Box::pin(MessageStore::append_batch(self, m))
     }
     fn history(
         &self,

@@ -1,0 +1,448 @@
+//! The commit writer: one task per [`LiveChat`](crate::LiveChat) that batches concurrent
+//! sends into one store commit (group commit) and then delivers the new messages.
+//!
+//! Committing and delivering in one task is what makes the guarantees cheap:
+//! - a message is delivered only after its commit, and messages reach every socket
+//!   in commit (`seq`) order;
+//! - a socket that recovers after a reconnect is switched from its backlog to live
+//!   delivery between two batches, so nothing falls in between and nothing comes twice;
+//! - a socket too slow to take a message is noticed at the moment it is skipped, cut
+//!   off from further deliveries, and disconnected so that it recovers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{ChatError, StoreError};
+use crate::model::{Message, NewMessage};
+use crate::protocol::{contact_room, events, workspace_room};
+use crate::store::{Appended, DynStore, SyncScope};
+
+/// Counters of what delivery did, for operators and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) committed: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
+    pub(crate) recovery_misses: AtomicU64,
+}
+
+/// A snapshot of the delivery counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Store commits made by the writer (each holds one or more messages).
+    pub commit_batches: u64,
+    /// Messages newly stored through the writer.
+    pub committed_messages: u64,
+    /// Sockets cut off because their outgoing buffer was full when a message was due.
+    pub slow_consumer_disconnects: u64,
+    /// Recoveries (joins with `after`) completed with every missed message.
+    pub recoveries: u64,
+    /// Recoveries that could not deliver everything missed (over the recovery limit).
+    pub recovery_misses: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            commit_batches: self.batches.load(Ordering::Relaxed),
+            committed_messages: self.committed.load(Ordering::Relaxed),
+            slow_consumer_disconnects: self.slow_consumers.load(Ordering::Relaxed),
+            recoveries: self.recoveries.load(Ordering::Relaxed),
+            recovery_misses: self.recovery_misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct WriterConfig {
+    pub(crate) queue: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) max_wait: Duration,
+    pub(crate) max_recovery: usize,
+}
+
+type AppendReply = oneshot::Sender<Result<Appended, StoreError>>;
+
+enum Command {
+    Append {
+        message: NewMessage,
+        reply: AppendReply,
+    },
+    Recovery(RecoveryStep),
+}
+
+enum RecoveryStep {
+    Start {
+        socket: SocketRef,
+        scope: SyncScope,
+        reply: oneshot::Sender<()>,
+    },
+    Finish {
+        sid: Sid,
+        delivered_up_to: i64,
+        room: String,
+        reply: oneshot::Sender<Result<usize, RecoveryMiss>>,
+    },
+}
+
+/// More was missed than the recovery limit allows: the client must reload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecoveryMiss;
+
+/// The handle to the writer task. The task starts with the first command, so that
+/// building a livechat does not need a running runtime.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Command>,
+    task: Mutex<Option<WriterTask>>,
+    config: WriterConfig,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        io: SocketIo,
+        store: Arc<dyn DynStore>,
+        counters: Arc<Counters>,
+        config: WriterConfig,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let task = WriterTask {
+            rx,
+            io,
+            store,
+            counters,
+            config: config.clone(),
+            recovering: HashMap::new(),
+        };
+        Self {
+            tx,
+            task: Mutex::new(Some(task)),
+            config,
+        }
+    }
+
+    fn ensure_started(&self) {
+        // A std Mutex: taken once per command for a moment, never across an await.
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.take() {
+            tokio::spawn(task.run());
+        }
+    }
+
+    /// Queues a message for the next commit and waits for its outcome. A full queue
+    /// is refused at once with `unavailable`, so that load sheds instead of piling up.
+    pub(crate) async fn append(&self, message: NewMessage) -> Result<Appended, ChatError> {
+        self.ensure_started();
+        let (reply, outcome) = oneshot::channel();
+        self.tx
+            .try_send(Command::Append { message, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ChatError::Overloaded {
+                    retry_after: Duration::from_millis(200),
+                },
+                mpsc::error::TrySendError::Closed(_) => ChatError::Store(StoreError::Unavailable(
+                    "the commit writer has stopped".into(),
+                )),
+            })?;
+        let stopped = || {
+            ChatError::Store(StoreError::Unavailable(
+                "the commit writer has stopped".into(),
+            ))
+        };
+        Ok(outcome.await.map_err(|_| stopped())??)
+    }
+
+    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> RecoveryStep) -> Option<T> {
+        self.ensure_started();
+        let (reply, outcome) = oneshot::channel();
+        self.tx.send(Command::Recovery(make(reply))).await.ok()?;
+        outcome.await.ok()
+    }
+
+    /// Recovers a socket from `after` in `scope`, then joins it to `room`: every
+    /// message with a greater `seq` is emitted in order, then live ones follow, with no
+    /// gap and no duplicate. Returns how many were replayed.
+    pub(crate) async fn recover(
+        &self,
+        socket: &SocketRef,
+        scope: SyncScope,
+        room: String,
+        after: i64,
+        store: &dyn DynStore,
+    ) -> Result<Result<usize, RecoveryMiss>, ChatError> {
+        let stopped = || {
+            ChatError::Store(StoreError::Unavailable(
+                "the commit writer has stopped".into(),
+            ))
+        };
+        // From here on the writer buffers this socket's share of every new message.
+        self.command(|reply| RecoveryStep::Start {
+            socket: socket.clone(),
+            scope,
+            reply,
+        })
+        .await
+        .ok_or_else(stopped)?;
+
+        // Everything committed before the registration is in the store by now.
+        let backlog = store
+            .sync(scope, after, self.config.max_recovery as u32)
+            .await;
+        let (replayed, delivered_up_to) = match &backlog {
+            Ok(page) if !page.has_more => {
+                let mut delivered = Some(after);
+                for m in &page.messages {
+                    if !emit_paced(socket, m).await {
+                        // Part of the backlog could not be handed over: a gap would
+                        // follow, so this counts as a miss like any other.
+                        delivered = None;
+                        break;
+                    }
+                    delivered = Some(m.seq);
+                }
+                match delivered {
+                    Some(seq) => (page.messages.len(), seq),
+                    None => (0, MISSED),
+                }
+            }
+            // Too much missed (or the read failed): replay nothing, say so, join live.
+            _ => (0, MISSED),
+        };
+        let tail = self
+            .command(|reply| RecoveryStep::Finish {
+                sid: socket.id,
+                delivered_up_to,
+                room,
+                reply,
+            })
+            .await
+            .ok_or_else(stopped)?;
+        backlog?;
+        Ok(match (delivered_up_to, tail) {
+            (MISSED, _) | (_, Err(RecoveryMiss)) => Err(RecoveryMiss),
+            (_, Ok(n)) => Ok(replayed + n),
+        })
+    }
+}
+
+/// The `delivered_up_to` of a recovery whose backlog was not handed over: nothing of
+/// the buffer is replayed either, and the client is told to reload.
+const MISSED: i64 = i64::MAX;
+
+struct Recovering {
+    socket: SocketRef,
+    scope: SyncScope,
+    buffer: Vec<Message>,
+    overflowed: bool,
+}
+
+struct WriterTask {
+    rx: mpsc::Receiver<Command>,
+    io: SocketIo,
+    store: Arc<dyn DynStore>,
+    counters: Arc<Counters>,
+    config: WriterConfig,
+    recovering: HashMap<Sid, Recovering>,
+}
+
+impl WriterTask {
+    async fn run(mut self) {
+        let mut appends = Vec::new();
+        let mut steps = Vec::new();
+        while let Some(first) = self.rx.recv().await {
+            sort(first, &mut appends, &mut steps);
+            // Take whatever else is waiting, up to the batch bound; optionally wait a
+            // little for more to arrive. Batches form by themselves under load: while
+            // one commit is in flight, the next sends queue up.
+            let deadline = tokio::time::Instant::now() + self.config.max_wait;
+            while appends.len() < self.config.max_batch {
+                match self.rx.try_recv() {
+                    Ok(cmd) => sort(cmd, &mut appends, &mut steps),
+                    Err(_) if self.config.max_wait.is_zero() => break,
+                    Err(_) => match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(cmd)) => sort(cmd, &mut appends, &mut steps),
+                        _ => break,
+                    },
+                }
+            }
+            if !appends.is_empty() {
+                self.commit(std::mem::take(&mut appends)).await;
+            }
+            // Recovery steps run after the batch before them was delivered.
+            for step in steps.drain(..) {
+                self.recovery_step(step);
+            }
+            self.recovering.retain(|_, r| r.socket.connected());
+        }
+    }
+
+    async fn commit(&mut self, batch: Vec<(NewMessage, AppendReply)>) {
+        let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let results = self.store.append_batch(messages).await;
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        for (result, reply) in results.into_iter().zip(replies) {
+            if let Ok(Appended::Inserted(message)) = &result {
+                self.counters.committed.fetch_add(1, Ordering::Relaxed);
+                self.deliver(message);
+            }
+            // The sender may have gone (client disconnected); the message stays stored.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Emits to every socket in the contact room or the workspace room, once each.
+    fn deliver(&mut self, message: &Message) {
+        let rooms = [
+            contact_room(message.contact_id),
+            workspace_room(message.workspace_id),
+        ];
+        for socket in self.io.to(rooms).sockets() {
+            match socket.emit(events::NEW_MESSAGE, message) {
+                Ok(()) => {}
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => self.cut_off(socket),
+                Err(SendError::Socket(SocketError::Closed)) => {}
+                Err(e) => {
+                    tracing::warn!(sid = %socket.id, error = %e, "could not deliver a message")
+                }
+            }
+        }
+        for r in self.recovering.values_mut() {
+            let wanted = match r.scope {
+                SyncScope::Workspace(ws) => message.workspace_id == ws,
+                SyncScope::Contact(c) => message.contact_id == c,
+            };
+            if !wanted || r.overflowed {
+                continue;
+            }
+            if r.buffer.len() < self.config.max_recovery {
+                r.buffer.push(message.clone());
+            } else {
+                r.overflowed = true;
+                r.buffer = Vec::new();
+            }
+        }
+    }
+
+    /// A socket whose buffer is full has just missed a message. It must not go on as
+    /// if nothing happened: it leaves every room (so it misses nothing more in silence
+    /// and its memory stays bounded) and is disconnected, so the client reconnects and
+    /// recovers from its last `seq`.
+    fn cut_off(&self, socket: SocketRef) {
+        self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(sid = %socket.id, "slow consumer: outgoing buffer full, disconnecting");
+        socket.leave_all();
+        disconnect_when_possible(socket);
+    }
+
+    fn recovery_step(&mut self, step: RecoveryStep) {
+        match step {
+            RecoveryStep::Start {
+                socket,
+                scope,
+                reply,
+            } => {
+                self.recovering.insert(
+                    socket.id,
+                    Recovering {
+                        socket,
+                        scope,
+                        buffer: Vec::new(),
+                        overflowed: false,
+                    },
+                );
+                let _ = reply.send(());
+            }
+            RecoveryStep::Finish {
+                sid,
+                delivered_up_to,
+                room,
+                reply,
+            } => {
+                let Some(r) = self.recovering.remove(&sid) else {
+                    let _ = reply.send(Ok(0));
+                    return;
+                };
+                let result = if r.overflowed {
+                    self.counters
+                        .recovery_misses
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(RecoveryMiss)
+                } else {
+                    let mut sent = 0;
+                    for m in r.buffer.iter().filter(|m| m.seq > delivered_up_to) {
+                        if r.socket.emit(events::NEW_MESSAGE, m).is_err() {
+                            // Too slow even for its own backlog: treat as any slow consumer.
+                            self.cut_off(r.socket.clone());
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    if delivered_up_to == MISSED {
+                        self.counters
+                            .recovery_misses
+                            .fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(sent)
+                };
+                // Joined here, between two batches: the next message arrives live.
+                r.socket.join(room);
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+fn sort(cmd: Command, appends: &mut Vec<(NewMessage, AppendReply)>, steps: &mut Vec<RecoveryStep>) {
+    match cmd {
+        Command::Append { message, reply } => appends.push((message, reply)),
+        Command::Recovery(step) => steps.push(step),
+    }
+}
+
+/// Emits one backlog message, waiting while the socket's buffer is full: a backlog
+/// can be longer than the buffer, and the client drains it as it reads. Gives up
+/// (returns `false`) after about two seconds without progress.
+async fn emit_paced(socket: &SocketRef, message: &Message) -> bool {
+    for _ in 0..200 {
+        match socket.emit(events::NEW_MESSAGE, message) {
+            Ok(()) => return true,
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// socketioxide refuses to send the disconnect packet while the socket's buffer is
+/// full, and then does not close it either. Retry until the client has drained enough
+/// for the packet to fit; a client that reads nothing at all is closed by the
+/// Engine.IO heartbeat (it cannot answer pings), at the latest after the ping timeout.
+fn disconnect_when_possible(socket: SocketRef) {
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            if !socket.connected() {
+                return;
+            }
+            match socket.clone().disconnect() {
+                Err(SocketError::InternalChannelFull) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => return,
+            }
+        }
+    });
+}
