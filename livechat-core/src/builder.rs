@@ -28,6 +28,7 @@ pub struct LiveChatBuilder {
     auth: Option<Arc<dyn DynAuthenticator>>,
     limits: Limits,
     ping_interval: Option<std::time::Duration>,
+    ping_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for LiveChatBuilder {
@@ -73,6 +74,13 @@ impl LiveChatBuilder {
         self
     }
 
+    /// How long a client has to answer a ping before its connection is closed; a
+    /// client that stopped reading is closed by this. Defaults to socket.io's 20 s.
+    pub fn ping_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.ping_timeout = Some(timeout);
+        self
+    }
+
     fn build_io(self) -> (socketioxide::SocketIoBuilder, LiveChatParts) {
         let frame = self.limits.max_frame_bytes;
         let mut io = SocketIo::builder()
@@ -85,6 +93,9 @@ impl LiveChatBuilder {
             .connect_timeout(self.limits.connect_timeout);
         if let Some(interval) = self.ping_interval {
             io = io.ping_interval(interval);
+        }
+        if let Some(timeout) = self.ping_timeout {
+            io = io.ping_timeout(timeout);
         }
         let parts = LiveChatParts {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),

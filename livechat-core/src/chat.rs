@@ -470,6 +470,11 @@ impl LiveChat {
         Ok(removed)
     }
 
+    /// How many sockets are connected to this node.
+    pub fn connected_sockets(&self) -> usize {
+        self.inner.io.sockets().len()
+    }
+
     /// Disconnects every socket. Call it when the host shuts down.
     pub async fn close(&self) {
         self.inner.io.clone().close().await;

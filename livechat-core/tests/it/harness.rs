@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use livechat_core::auth::{Claims, JwtAuthenticator};
 use livechat_core::model::{ContactId, Role, UserId, WorkspaceId};
 use livechat_core::store::{NewContact, NewWorkspace, Store};
-use livechat_core::{Limits, LiveChat};
+use livechat_core::{Limits, LiveChat, LiveChatBuilder};
 use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Event, Payload, TransportType};
 use serde_json::{Value, json};
@@ -35,11 +35,19 @@ impl Server {
     }
 
     pub(crate) async fn start_with(store: impl Store, limits: Limits) -> Self {
-        let (layer, chat) = LiveChat::builder()
+        Self::start_custom(store, limits, |b| b).await
+    }
+
+    pub(crate) async fn start_custom(
+        store: impl Store,
+        limits: Limits,
+        customize: impl FnOnce(LiveChatBuilder) -> LiveChatBuilder,
+    ) -> Self {
+        let builder = LiveChat::builder()
             .store(store)
             .authenticator(JwtAuthenticator::hs256(SECRET))
-            .limits(limits)
-            .build_layer();
+            .limits(limits);
+        let (layer, chat) = customize(builder).build_layer();
         let app = axum::Router::new()
             .route("/hello", axum::routing::get(|| async { "hello" }))
             .layer(layer);
@@ -248,6 +256,16 @@ impl TestClient {
         {
             assert_ne!(event, name, "unexpected `{name}`: {payload}");
         }
+    }
+
+    /// Every event that arrives within `within`, in order.
+    pub(crate) async fn all_events(&mut self, within: Duration) -> Vec<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            out.push(e);
+        }
+        out
     }
 
     /// Every `name` event that arrives within `within`.

@@ -1,5 +1,7 @@
 //! livechat-core's integration tests: one binary, one module per area.
 
 mod conformance;
+mod delivery;
 mod harness;
+mod pipeline;
 mod protocol;
