@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::harness::{Server, TestClient, WAIT, token};
+use crate::harness::{Server, SlowStore, TestClient, WAIT, token};
 
 /// A TCP proxy for one connection, so a test can cut it without a clean close.
 struct Proxy {
@@ -277,4 +277,55 @@ async fn a_client_that_stops_reading_is_cut_off_and_never_slows_the_others() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn messages_committed_during_the_backlog_read_come_once_and_in_order() {
+    // The backlog read takes 150 ms while messages keep committing: they are both in
+    // the store's answer and in the live buffer, and must still be delivered once.
+    let mut store = SlowStore::new(Duration::ZERO);
+    store.sync_delay = Duration::from_millis(150);
+    let server = Server::start_with(store, Limits::default()).await;
+    for i in 0..10 {
+        server
+            .chat
+            .publish(Publish::new(
+                server.contact,
+                Direction::Inbound,
+                format!("before {i}"),
+            ))
+            .await
+            .unwrap();
+    }
+    let chat = server.chat.clone();
+    let contact = server.contact;
+    let during = tokio::spawn(async move {
+        for i in 0..40 {
+            chat.publish(Publish::new(
+                contact,
+                Direction::Inbound,
+                format!("during {i}"),
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut agent = server.connect("alice").await;
+    let joined = agent
+        .call_ok(
+            "join_workspace",
+            json!({ "workspaceId": server.ws, "after": 3 }),
+        )
+        .await;
+    assert_eq!(joined["complete"], true);
+    during.await.unwrap();
+    let got = agent
+        .collect("new_message", Duration::from_millis(300))
+        .await;
+    assert_eq!(
+        seqs(&got),
+        (4..=50).collect::<Vec<_>>(),
+        "no gap, no duplicate, in order"
+    );
 }

@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use livechat_core::auth::{Claims, JwtAuthenticator};
+use livechat_core::error::StoreError;
+use livechat_core::model::{Contact, NewMessage, Page, Workspace};
 use livechat_core::model::{ContactId, Role, UserId, WorkspaceId};
-use livechat_core::store::{NewContact, NewWorkspace, Store};
+use livechat_core::store::{
+    Appended, Directory, MemoryStore, MessageStore, NewContact, NewWorkspace, Store, SyncScope,
+};
 use livechat_core::{Limits, LiveChat, LiveChatBuilder};
 use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Event, Payload, TransportType};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
@@ -284,5 +289,81 @@ impl TestClient {
 
     pub(crate) async fn close(self) {
         let _ = self.client.disconnect().await;
+    }
+}
+
+/// A MemoryStore whose commits take `delay`, and fail while `failing` is set.
+#[derive(Clone)]
+pub(crate) struct SlowStore {
+    pub(crate) inner: Arc<MemoryStore>,
+    pub(crate) delay: Duration,
+    /// How long a `sync` waits before it reads.
+    pub(crate) sync_delay: Duration,
+    pub(crate) failing: Arc<AtomicBool>,
+}
+
+impl SlowStore {
+    pub(crate) fn new(delay: Duration) -> Self {
+        Self {
+            inner: Arc::new(MemoryStore::new()),
+            delay,
+            sync_delay: Duration::ZERO,
+            failing: Arc::default(),
+        }
+    }
+}
+
+impl MessageStore for SlowStore {
+    async fn append(&self, m: NewMessage) -> Result<Appended, StoreError> {
+        self.append_batch(vec![m]).await.pop().unwrap()
+    }
+    async fn append_batch(&self, m: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        tokio::time::sleep(self.delay).await;
+        if self.failing.load(Ordering::SeqCst) {
+            return m
+                .iter()
+                .map(|_| Err(StoreError::Unavailable("injected".into())))
+                .collect();
+        }
+        self.inner.append_batch(m).await
+    }
+    async fn history(
+        &self,
+        c: ContactId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        self.inner.history(c, before, limit).await
+    }
+    async fn sync(&self, s: SyncScope, after: i64, limit: u32) -> Result<Page, StoreError> {
+        tokio::time::sleep(self.sync_delay).await;
+        self.inner.sync(s, after, limit).await
+    }
+    async fn mark_read(&self, c: ContactId, up_to: i64) -> Result<u64, StoreError> {
+        self.inner.mark_read(c, up_to).await
+    }
+}
+
+impl Directory for SlowStore {
+    async fn create_workspace(&self, w: NewWorkspace) -> Result<Workspace, StoreError> {
+        self.inner.create_workspace(w).await
+    }
+    async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        self.inner.workspace(id).await
+    }
+    async fn create_contact(&self, c: NewContact) -> Result<Contact, StoreError> {
+        self.inner.create_contact(c).await
+    }
+    async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        self.inner.contact(id).await
+    }
+    async fn add_member(&self, w: WorkspaceId, u: UserId, r: Role) -> Result<(), StoreError> {
+        self.inner.add_member(w, u, r).await
+    }
+    async fn remove_member(&self, w: WorkspaceId, u: &UserId) -> Result<bool, StoreError> {
+        self.inner.remove_member(w, u).await
+    }
+    async fn member_role(&self, w: WorkspaceId, u: &UserId) -> Result<Option<Role>, StoreError> {
+        self.inner.member_role(w, u).await
     }
 }

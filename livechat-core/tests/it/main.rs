@@ -3,5 +3,6 @@
 mod conformance;
 mod delivery;
 mod harness;
+mod model;
 mod pipeline;
 mod protocol;

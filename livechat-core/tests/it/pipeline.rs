@@ -1,92 +1,16 @@
 //! The pipeline through the handle, with store doubles: group commit, backpressure,
 //! and failures that must reach the caller as the right code.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use livechat_core::auth::JwtAuthenticator;
-use livechat_core::error::StoreError;
-use livechat_core::model::{
-    Contact, ContactId, Direction, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
-};
-use livechat_core::store::{
-    Appended, Directory, MemoryStore, MessageStore, NewContact, NewWorkspace, SyncScope,
-};
+use livechat_core::model::Direction;
+use livechat_core::store::{MessageStore, SyncScope};
 use livechat_core::testing::workspace_with_contact;
 use livechat_core::{ErrorCode, Limits, LiveChat, Publish};
 
-/// A MemoryStore whose commits take `delay`, and fail while `failing` is set.
-#[derive(Clone)]
-struct SlowStore {
-    inner: Arc<MemoryStore>,
-    delay: Duration,
-    failing: Arc<AtomicBool>,
-}
-
-impl SlowStore {
-    fn new(delay: Duration) -> Self {
-        Self {
-            inner: Arc::new(MemoryStore::new()),
-            delay,
-            failing: Arc::default(),
-        }
-    }
-}
-
-impl MessageStore for SlowStore {
-    async fn append(&self, m: NewMessage) -> Result<Appended, StoreError> {
-        self.append_batch(vec![m]).await.pop().unwrap()
-    }
-    async fn append_batch(&self, m: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
-        tokio::time::sleep(self.delay).await;
-        if self.failing.load(Ordering::SeqCst) {
-            return m
-                .iter()
-                .map(|_| Err(StoreError::Unavailable("injected".into())))
-                .collect();
-        }
-        self.inner.append_batch(m).await
-    }
-    async fn history(
-        &self,
-        c: ContactId,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        self.inner.history(c, before, limit).await
-    }
-    async fn sync(&self, s: SyncScope, after: i64, limit: u32) -> Result<Page, StoreError> {
-        self.inner.sync(s, after, limit).await
-    }
-    async fn mark_read(&self, c: ContactId, up_to: i64) -> Result<u64, StoreError> {
-        self.inner.mark_read(c, up_to).await
-    }
-}
-
-impl Directory for SlowStore {
-    async fn create_workspace(&self, w: NewWorkspace) -> Result<Workspace, StoreError> {
-        self.inner.create_workspace(w).await
-    }
-    async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError> {
-        self.inner.workspace(id).await
-    }
-    async fn create_contact(&self, c: NewContact) -> Result<Contact, StoreError> {
-        self.inner.create_contact(c).await
-    }
-    async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
-        self.inner.contact(id).await
-    }
-    async fn add_member(&self, w: WorkspaceId, u: UserId, r: Role) -> Result<(), StoreError> {
-        self.inner.add_member(w, u, r).await
-    }
-    async fn remove_member(&self, w: WorkspaceId, u: &UserId) -> Result<bool, StoreError> {
-        self.inner.remove_member(w, u).await
-    }
-    async fn member_role(&self, w: WorkspaceId, u: &UserId) -> Result<Option<Role>, StoreError> {
-        self.inner.member_role(w, u).await
-    }
-}
+use crate::harness::SlowStore;
 
 fn chat(store: SlowStore, limits: Limits) -> LiveChat {
     LiveChat::builder()
