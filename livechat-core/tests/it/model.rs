@@ -308,23 +308,23 @@ async fn check_live(ops: Vec<Live>) -> Result<(), TestCaseError> {
     }
     // Everyone comes back; then each agent has seen every message exactly once, in order.
     let everything = model.seqs(|_, _| true);
-    for a in 0..agents.len() {
-        if agents[a].client.is_none() {
+    for (a, agent) in agents.iter_mut().enumerate() {
+        if agent.client.is_none() {
             let c = server.connect("alice").await;
-            let after = agents[a].last();
+            let after = agent.last();
             c.call_ok(
                 "join_workspace",
                 json!({ "workspaceId": server.ws, "after": after }),
             )
             .await;
-            agents[a].client = Some(c);
+            agent.client = Some(c);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while agents[a].seen.len() < everything.len() && tokio::time::Instant::now() < deadline {
-            agents[a].drain().await;
+        while agent.seen.len() < everything.len() && tokio::time::Instant::now() < deadline {
+            agent.drain().await;
         }
-        agents[a].drain().await;
-        prop_assert_eq!(&agents[a].seen, &everything, "agent {}", a);
+        agent.drain().await;
+        prop_assert_eq!(&agent.seen, &everything, "agent {}", a);
     }
     Ok(())
 }
