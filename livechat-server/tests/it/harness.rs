@@ -236,3 +236,96 @@ impl SocketClient {
         }
     }
 }
+
+/// What `livechat-server` prints when it starts.
+pub(crate) struct Banner {
+    pub(crate) url: String,
+    pub(crate) workspace: String,
+    pub(crate) contact: String,
+    pub(crate) token: String,
+}
+
+/// Starts the real binary in `dir` with `args` (and no `LIVECHAT_*` from the
+/// environment) and waits for its banner.
+pub(crate) async fn spawn_binary(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (tokio::process::Child, Banner) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_livechat-server"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LIVECHAT_")) {
+        cmd.env_remove(key);
+    }
+    let mut child = cmd
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut workspace, mut contact, mut token) = (None, None, None, None);
+    while token.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the server printed no token within 10 s")
+            .unwrap()
+            .expect("the server exited before printing a token");
+        let last = line
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        if line.starts_with("livechat listening on ") {
+            url = Some(last);
+        } else if line.starts_with("demo contact:") {
+            contact = Some(last);
+        } else if line.starts_with("demo workspace:") {
+            workspace = Some(last);
+        } else if line.starts_with("demo agent token") {
+            token = Some(last);
+        }
+    }
+    // Keep reading stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let banner = Banner {
+        url: url.expect("address printed"),
+        workspace: workspace.expect("workspace printed"),
+        contact: contact.expect("contact printed"),
+        token: token.unwrap(),
+    };
+    (child, banner)
+}
+
+impl SocketClient {
+    /// Emits with an ack; `None` when no ack comes within `within` (server gone).
+    pub(crate) async fn try_call(
+        &self,
+        event: &str,
+        payload: Value,
+        within: Duration,
+    ) -> Option<Value> {
+        let (tx, rx) = oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        self.client
+            .emit_with_ack(event, payload, within, move |p: Payload, _| {
+                if let (Payload::Text(mut v), Some(tx)) = (p, tx.lock().unwrap().take()) {
+                    let first = if v.is_empty() {
+                        Value::Null
+                    } else {
+                        v.remove(0)
+                    };
+                    let first = match first {
+                        Value::Array(mut args) if args.len() == 1 => args.remove(0),
+                        other => other,
+                    };
+                    let _ = tx.send(first);
+                }
+                async {}.boxed()
+            })
+            .await
+            .ok()?;
+        tokio::time::timeout(within, rx).await.ok()?.ok()
+    }
+}

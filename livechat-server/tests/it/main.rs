@@ -3,6 +3,7 @@
 //! `socket.io-client` from npm.
 
 mod binary;
+mod crash;
 mod harness;
 mod js;
 mod rest;
