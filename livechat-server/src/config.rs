@@ -15,6 +15,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How durable a SQLite commit is before it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SqliteDurability {
+    /// `synchronous=FULL`: an acknowledged message survives a power loss.
+    Full,
+    /// `synchronous=NORMAL`: faster; survives a crash of the process, but the last
+    /// acknowledged messages can be lost in a power loss or an OS crash.
+    Normal,
+}
+
 /// The reference livechat server.
 ///
 /// With no settings it listens on 127.0.0.1:3000, keeps its data in ./livechat.db,
@@ -77,6 +87,37 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
     pub max_rooms_per_socket: usize,
 
+    /// SQLite durability: `full` (an ack survives power loss) or `normal` (faster; the
+    /// last acks can be lost in a power loss or OS crash, not in a process crash).
+    #[arg(long, env = "LIVECHAT_SQLITE_DURABILITY", value_enum, default_value_t = SqliteDurability::Full)]
+    pub sqlite_durability: SqliteDurability,
+
+    /// Sends waiting for the commit writer; more are refused with `unavailable`.
+    #[arg(long, env = "LIVECHAT_COMMIT_QUEUE", default_value_t = 4096)]
+    pub commit_queue: usize,
+
+    /// Most messages in one commit.
+    #[arg(long, env = "LIVECHAT_COMMIT_BATCH", default_value_t = 256)]
+    pub commit_batch: usize,
+
+    /// Milliseconds the writer waits for more sends before a commit (0: no wait).
+    #[arg(long, env = "LIVECHAT_COMMIT_WAIT_MS", default_value_t = 0)]
+    pub commit_wait_ms: u64,
+
+    /// Most missed messages replayed to a reconnecting client; past that it is told
+    /// to reload.
+    #[arg(long, env = "LIVECHAT_MAX_RECOVERY_MESSAGES", default_value_t = 1000)]
+    pub max_recovery_messages: usize,
+
+    /// Outgoing packets buffered per socket; a socket that falls further behind is
+    /// disconnected to recover.
+    #[arg(long, env = "LIVECHAT_SOCKET_BUFFER_PACKETS", default_value_t = 256)]
+    pub socket_buffer_packets: usize,
+
+    /// Requests of one socket waiting to be handled; more are refused.
+    #[arg(long, env = "LIVECHAT_MAX_PENDING_PER_SOCKET", default_value_t = 64)]
+    pub max_pending_per_socket: usize,
+
     /// Create the demo workspace, contact and agent on start, and print a token.
     #[arg(long, env = "LIVECHAT_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
@@ -110,6 +151,12 @@ impl Config {
         limits.max_frame_bytes = self.max_frame_bytes;
         limits.max_json_depth = self.max_json_depth;
         limits.max_rooms_per_socket = self.max_rooms_per_socket;
+        limits.commit_queue = self.commit_queue;
+        limits.commit_batch = self.commit_batch;
+        limits.commit_wait = Duration::from_millis(self.commit_wait_ms);
+        limits.max_recovery_messages = self.max_recovery_messages;
+        limits.socket_buffer_packets = self.socket_buffer_packets;
+        limits.max_pending_per_socket = self.max_pending_per_socket;
         limits
     }
 }
@@ -130,6 +177,13 @@ impl std::fmt::Debug for Config {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_json_depth", &self.max_json_depth)
             .field("max_rooms_per_socket", &self.max_rooms_per_socket)
+            .field("sqlite_durability", &self.sqlite_durability)
+            .field("commit_queue", &self.commit_queue)
+            .field("commit_batch", &self.commit_batch)
+            .field("commit_wait_ms", &self.commit_wait_ms)
+            .field("max_recovery_messages", &self.max_recovery_messages)
+            .field("socket_buffer_packets", &self.socket_buffer_packets)
+            .field("max_pending_per_socket", &self.max_pending_per_socket)
             .field("demo", &self.demo)
             .field("log_format", &self.log_format)
             .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)

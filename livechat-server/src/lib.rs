@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use livechat_core::LiveChat;
 use livechat_core::auth::JwtAuthenticator;
-use livechat_core::store::SqliteStore;
+use livechat_core::store::sqlite::Durability;
+use livechat_core::store::{SqliteStore, SqliteStoreOptions};
 use tokio::net::TcpListener;
 
 pub mod config;
@@ -48,7 +49,7 @@ pub struct Server {
 
 /// Builds the server: opens the store, sets up auth and the demo records.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
-    let store = open_store(&config.database_url).await?;
+    let store = open_store(&config.database_url, config.sqlite_durability).await?;
 
     let (authenticator, signing_secret) = authenticator(config)?;
     let (layer, chat) = LiveChat::builder()
@@ -128,9 +129,16 @@ pub async fn run(
     Ok(())
 }
 
-async fn open_store(url: &str) -> anyhow::Result<SqliteStore> {
+async fn open_store(
+    url: &str,
+    durability: config::SqliteDurability,
+) -> anyhow::Result<SqliteStore> {
     if url.starts_with("sqlite:") {
-        SqliteStore::open(url)
+        let durability = match durability {
+            config::SqliteDurability::Full => Durability::Full,
+            config::SqliteDurability::Normal => Durability::Normal,
+        };
+        SqliteStore::open_with(url, SqliteStoreOptions::new().durability(durability))
             .await
             .with_context(|| format!("opening {}", redact_url(url)))
     } else {

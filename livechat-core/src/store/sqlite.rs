@@ -167,6 +167,21 @@ impl SqliteStore {
         self.readers.close().await;
     }
 
+    /// The writer connection's `journal_mode` and `synchronous` as SQLite reports them
+    /// (`("wal", 2)` for WAL with `FULL`), so that durability can be checked, not assumed.
+    pub async fn durability_pragmas(&self) -> Result<(String, i64), StoreError> {
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        Ok((journal, synchronous))
+    }
+
     /// Checks that the database answers, for readiness probes.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")

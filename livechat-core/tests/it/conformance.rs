@@ -49,6 +49,32 @@ async fn sqlite_store_keeps_everything_across_a_reopen() {
 }
 
 #[tokio::test]
+async fn sqlite_store_commits_with_wal_and_full_sync_unless_told_otherwise() {
+    use livechat_core::store::SqliteStoreOptions;
+    use livechat_core::store::sqlite::Durability;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("durable.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    assert_eq!(
+        store.durability_pragmas().await.unwrap(),
+        ("wal".to_owned(), 2),
+        "WAL, synchronous=FULL"
+    );
+    store.close().await;
+    let store = SqliteStore::open_with(
+        &url,
+        SqliteStoreOptions::new().durability(Durability::Normal),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.durability_pragmas().await.unwrap(),
+        ("wal".to_owned(), 1),
+        "WAL, synchronous=NORMAL"
+    );
+}
+
+#[tokio::test]
 async fn sqlite_store_refuses_in_memory_databases() {
     let err = SqliteStore::open("sqlite::memory:").await.unwrap_err();
     assert!(err.to_string().contains("backend"), "{err}");

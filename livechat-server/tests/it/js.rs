@@ -172,6 +172,78 @@ async fn the_official_client_sees_unauthorized_without_a_valid_token() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn the_readme_reconnect_snippet_recovers_everything_with_the_official_client() {
+    npm_ci().await;
+    let server = TestServer::start().await;
+    let demo = server.demo().clone();
+    let mut child = Command::new("node")
+        .arg("recovery-flow.mjs")
+        .arg(server.url(""))
+        .arg(server.token("demo-agent"))
+        .arg(demo.workspace_id.to_string())
+        .arg("60")
+        .current_dir(js_dir())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is needed for the socket.io-client tests");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut publisher = None;
+    let mut done = None;
+    let mut recoveries = Vec::new();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the recovery flow printed nothing for 20 s")
+        .unwrap()
+    {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str().unwrap() {
+            "ready" => {
+                let chat = server_chat(&server);
+                let contact = demo.contact_id;
+                publisher = Some(tokio::spawn(async move {
+                    for i in 0..60 {
+                        chat.publish(Publish::new(contact, Direction::Inbound, format!("r{i}")))
+                            .await
+                            .unwrap();
+                        tokio::time::sleep(Duration::from_millis(15)).await;
+                    }
+                }));
+            }
+            "recovery" => recoveries.push(v["data"].clone()),
+            "done" => done = Some(v["data"].clone()),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    publisher
+        .expect("the client never got ready")
+        .await
+        .unwrap();
+    let done = done.expect("the client did not receive every message");
+    let seen: Vec<i64> = done["seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        (1..=60).collect::<Vec<_>>(),
+        "everything once, in order, across the reconnect"
+    );
+    assert!(
+        done["connects"].as_i64().unwrap() >= 2,
+        "the transport was dropped and reconnected: {done}"
+    );
+    assert!(
+        recoveries.iter().all(|r| r["complete"] == true),
+        "{recoveries:?}"
+    );
+    assert!(child.wait().await.unwrap().success());
+    server.stop().await;
+}
+
 fn server_chat(server: &TestServer) -> livechat_core::LiveChat {
     server.started.chat.clone()
 }
