@@ -690,3 +690,31 @@ async fn one_sockets_events_are_handled_in_the_order_they_were_sent() {
         "stored in the order sent, and the sync after them sees all"
     );
 }
+
+#[tokio::test]
+async fn a_socket_is_disconnected_when_its_token_expires() {
+    let server = Server::start().await;
+    let short = livechat_core::auth::Claims::new("alice", chrono::Duration::seconds(2))
+        .sign_hs256(SECRET)
+        .unwrap();
+    let agent =
+        TestClient::connect(ClientBuilder::new(server.url()).auth(json!({ "token": short })))
+            .await
+            .expect("a token valid for 2 s is accepted");
+    agent
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    let long = server.connect("alice").await;
+    assert_eq!(server.chat.connected_sockets(), 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.chat.connected_sockets() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired socket is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other socket is untouched.
+    long.call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+}
