@@ -9,6 +9,7 @@ use crate::chat::LiveChat;
 use crate::config::Limits;
 use crate::error::AuthError;
 use crate::layer::{LiveChatLayer, LiveChatService, NotFound};
+use crate::guard::{OriginPolicy, TrustedProxies};
 use crate::store::{DynStore, MemoryStore, Store};
 
 /// Builds a livechat service. Start with [`LiveChat::builder`].
@@ -27,6 +28,8 @@ pub struct LiveChatBuilder {
     store: Option<Arc<dyn DynStore>>,
     auth: Option<Arc<dyn DynAuthenticator>>,
     limits: Limits,
+    origins: OriginPolicy,
+    trusted_proxies: TrustedProxies,
     ping_interval: Option<std::time::Duration>,
     ping_timeout: Option<std::time::Duration>,
 }
@@ -59,6 +62,20 @@ impl LiveChatBuilder {
     /// Who may connect. Defaults to refusing everyone (fail closed).
     pub fn authenticator(mut self, auth: impl Authenticator) -> Self {
         self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The browser origins allowed to connect. Defaults to
+    /// [`OriginPolicy::local_only`]: pages from localhost only.
+    pub fn allowed_origins(mut self, origins: OriginPolicy) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    /// The proxies whose `X-Forwarded-For` names the client. Defaults to none: the
+    /// peer address is the client.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
         self
     }
 
@@ -104,6 +121,8 @@ impl LiveChatBuilder {
                 Arc::new(RefuseAll)
             }),
             limits: self.limits,
+            origins: self.origins,
+            trusted_proxies: self.trusted_proxies,
         };
         (io, parts)
     }
@@ -130,11 +149,20 @@ struct LiveChatParts {
     store: Arc<dyn DynStore>,
     auth: Arc<dyn DynAuthenticator>,
     limits: Limits,
+    origins: OriginPolicy,
+    trusted_proxies: TrustedProxies,
 }
 
 impl LiveChatParts {
     fn into_chat(self, io: SocketIo) -> LiveChat {
-        let chat = LiveChat::new(io.clone(), self.store, self.auth, self.limits);
+        let chat = LiveChat::new(
+            io.clone(),
+            self.store,
+            self.auth,
+            self.limits,
+            self.origins,
+            self.trusted_proxies,
+        );
         crate::handlers::register(&io, chat.clone());
         chat
     }

@@ -1,19 +1,16 @@
 //! The [`LiveChat`] handle and the message pipeline:
 //! validate → authorize → rate-limit → store (idempotent, assigns `seq`) → broadcast.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 
 use crate::auth::{DynAuthenticator, Identity};
 use crate::builder::LiveChatBuilder;
 use crate::config::Limits;
+use crate::guard::{Guard, GuardLimits, OriginPolicy, SocketBudget, TrustedProxies};
 use crate::delivery::{Counters, RecoveryMiss, Stats, Writer, WriterConfig};
 use crate::error::{AuthError, ChatError};
 use crate::handlers::user_room;
@@ -50,8 +47,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn DynStore>,
     pub(crate) auth: Arc<dyn DynAuthenticator>,
     pub(crate) limits: Limits,
-    send_limiter: DefaultKeyedRateLimiter<UserId>,
-    limiter_checks: AtomicU64,
+    pub(crate) guard: Guard,
+    pub(crate) origins: OriginPolicy,
     writer: Writer,
     counters: Arc<Counters>,
 }
@@ -114,7 +111,8 @@ impl Publish {
 
 /// Who a request acts for.
 enum Actor<'a> {
-    User(&'a Identity),
+    /// A user, and the socket's own budget when the send came over a socket.
+    User(&'a Identity, Option<&'a SocketBudget>),
     Server,
 }
 
@@ -129,11 +127,19 @@ impl LiveChat {
         store: Arc<dyn DynStore>,
         auth: Arc<dyn DynAuthenticator>,
         limits: Limits,
+        origins: OriginPolicy,
+        trusted_proxies: TrustedProxies,
     ) -> Self {
-        let quota = Quota::per_second(
-            NonZeroU32::new(limits.send_rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN),
-        )
-        .allow_burst(NonZeroU32::new(limits.send_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let guard = Guard::new(GuardLimits {
+            connect_rate_per_ip: limits.connect_rate_per_ip,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_connections_per_user: limits.max_connections_per_user,
+            max_connections: limits.max_connections,
+            send_per_socket: limits.send_per_socket,
+            send_per_user: limits.send_per_user,
+            send_per_workspace: limits.send_per_workspace,
+            trusted_proxies,
+        });
         let counters = Arc::new(Counters::default());
         let writer = Writer::new(
             io.clone(),
@@ -152,8 +158,8 @@ impl LiveChat {
                 store,
                 auth,
                 limits,
-                send_limiter: RateLimiter::keyed(quota),
-                limiter_checks: AtomicU64::new(0),
+                guard,
+                origins,
                 writer,
                 counters,
             }),
@@ -163,6 +169,10 @@ impl LiveChat {
     /// What delivery has done so far: commits, slow consumers cut off, recoveries.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The limits in force.
@@ -183,18 +193,32 @@ impl LiveChat {
         who: &Identity,
         req: SendMessage,
     ) -> Result<Message, ChatError> {
-        let direction = req.direction.unwrap_or(Direction::Outbound);
-        let publish = Publish {
+        let publish = self.publish_from(who, req);
+        self.run_pipeline(Actor::User(who, None), publish).await
+    }
+
+    /// `send_message` from a socket: also held to that socket's own budget.
+    pub(crate) async fn send_from_socket(
+        &self,
+        budget: Option<&SocketBudget>,
+        who: &Identity,
+        req: SendMessage,
+    ) -> Result<Message, ChatError> {
+        let publish = self.publish_from(who, req);
+        self.run_pipeline(Actor::User(who, budget), publish).await
+    }
+
+    fn publish_from(&self, who: &Identity, req: SendMessage) -> Publish {
+        Publish {
             contact_id: req.contact_id,
             body: req.body,
-            direction,
+            direction: req.direction.unwrap_or(Direction::Outbound),
             sender: Some(who.user_id.to_string()),
             client_id: req.client_id,
             msg_type: req.msg_type.unwrap_or_default(),
             status: None,
             twilio_sid: None,
-        };
-        self.run_pipeline(Actor::User(who), publish).await
+        }
     }
 
     /// Sends a message from server-side code, through the same validation, storage
@@ -206,9 +230,12 @@ impl LiveChat {
     async fn run_pipeline(&self, actor: Actor<'_>, msg: Publish) -> Result<Message, ChatError> {
         self.validate(&msg)?;
         let contact = self.contact_or_not_found(msg.contact_id).await?;
-        if let Actor::User(who) = actor {
+        if let Actor::User(who, budget) = actor {
             self.authorize(who, contact.workspace_id).await?;
-            self.check_send_rate(&who.user_id)?;
+            self.inner
+                .guard
+                .check_send(budget, &who.user_id, contact.workspace_id)
+                .map_err(|retry_after| ChatError::RateLimited { retry_after })?;
         }
         let status = msg.status.unwrap_or(match msg.direction {
             Direction::Inbound => Status::Received,
@@ -256,21 +283,6 @@ impl LiveChat {
             }
         }
         Ok(())
-    }
-
-    fn check_send_rate(&self, user: &UserId) -> Result<(), ChatError> {
-        let limiter = &self.inner.send_limiter;
-        // The keyed limiter keeps one entry per user it has seen; now and then drop
-        // the ones whose budget is full again, so idle users cost no memory.
-        if self.inner.limiter_checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-        limiter
-            .check_key(user)
-            .map_err(|not_until| ChatError::RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            })
     }
 
     async fn contact_or_not_found(&self, id: ContactId) -> Result<Contact, ChatError> {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::guard::Rate;
+
 /// The limits every connection and request is held to. Each has a sane default.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -17,10 +19,23 @@ pub struct Limits {
     pub max_rooms_per_socket: usize,
     /// Longest `clientId` in bytes. Defaults to 128.
     pub max_client_id_bytes: usize,
-    /// `send_message` budget per user: sustained messages per second. Defaults to 10.
-    pub send_rate_per_sec: u32,
-    /// `send_message` budget per user: burst. Defaults to 30.
-    pub send_burst: u32,
+    /// `send_message` budget per user, across all their sockets and reconnects.
+    /// Defaults to 10/s with bursts of 30.
+    pub send_per_user: Rate,
+    /// `send_message` budget per socket. Defaults to 10/s with bursts of 30.
+    pub send_per_socket: Rate,
+    /// `send_message` budget per workspace, all its agents together. Defaults to 100/s
+    /// with bursts of 300.
+    pub send_per_workspace: Rate,
+    /// Connection attempts per client address (needs [`crate::PeerAddr`]). Defaults to
+    /// 5/s with bursts of 20.
+    pub connect_rate_per_ip: Rate,
+    /// Open connections per client address (needs [`crate::PeerAddr`]). Defaults to 50.
+    pub max_connections_per_ip: usize,
+    /// Open connections per user. Defaults to 20.
+    pub max_connections_per_user: usize,
+    /// Open connections in all. Defaults to 10 000.
+    pub max_connections: usize,
     /// Requests of one socket waiting to be handled; more get `rate_limited` at once.
     /// Defaults to 64.
     pub max_pending_per_socket: usize,
@@ -50,8 +65,13 @@ impl Default for Limits {
             max_json_depth: 32,
             max_rooms_per_socket: 100,
             max_client_id_bytes: 128,
-            send_rate_per_sec: 10,
-            send_burst: 30,
+            send_per_user: Rate::new(10, 30),
+            send_per_socket: Rate::new(10, 30),
+            send_per_workspace: Rate::new(100, 300),
+            connect_rate_per_ip: Rate::new(5, 20),
+            max_connections_per_ip: 50,
+            max_connections_per_user: 20,
+            max_connections: 10_000,
             max_pending_per_socket: 64,
             socket_buffer_packets: 256,
             connect_timeout: Duration::from_secs(10),

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::auth::{Identity, token_from_handshake};
+use crate::guard::{Refusal, SocketBudget};
 use crate::chat::LiveChat;
 use crate::error::ChatError;
 use crate::protocol::{
@@ -38,13 +39,62 @@ impl<A: Adapter> FromMessageParts<A> for AckRequested {
     }
 }
 
-/// The refusal a client sees in `connect_error`: always just "unauthorized".
+/// The refusal a client sees as the `connect_error` message.
 #[derive(Debug)]
-struct Unauthorized;
-impl std::fmt::Display for Unauthorized {
+enum ConnectRefusal {
+    /// Always just "unauthorized": no hint whether the token was missing, forged or old.
+    Unauthorized,
+    Origin,
+    Limit(Refusal),
+}
+
+impl std::fmt::Display for ConnectRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("unauthorized")
+        match self {
+            Self::Unauthorized => f.write_str("unauthorized"),
+            Self::Origin => f.write_str("forbidden: origin not allowed"),
+            Self::Limit(r) => r.fmt(f),
+        }
     }
+}
+
+/// The namespace handshake: origin, connection rate, token, connection counts — in
+/// that order, so that the cheap checks shield the expensive ones. Every refusal is
+/// logged at `warn` with the reason and the client address, never with the token.
+async fn admit(
+    chat: &LiveChat,
+    s: &SocketRef,
+    auth: Option<serde_json::Value>,
+) -> Result<(), ConnectRefusal> {
+    let parts = s.req_parts();
+    let guard = &chat.inner().guard;
+    let ip = guard.client_ip(parts);
+    let refuse = |refusal: ConnectRefusal, reason: &dyn std::fmt::Display| {
+        tracing::warn!(sid = %s.id, client = ?ip, %reason, "connection refused");
+        Err(refusal)
+    };
+    let origin = parts.headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !chat.inner().origins.allows(origin) {
+        return refuse(ConnectRefusal::Origin, &format_args!("origin {origin:?} not allowed"));
+    }
+    if let Err(r) = guard.check_connect_rate(ip) {
+        return refuse(ConnectRefusal::Limit(r), &r);
+    }
+    let Some(token) = token_from_handshake(auth.as_ref(), parts) else {
+        return refuse(ConnectRefusal::Unauthorized, &"no token");
+    };
+    let identity = match chat.authenticate(&token).await {
+        Ok(identity) => identity,
+        Err(e) => return refuse(ConnectRefusal::Unauthorized, &e),
+    };
+    let slot = match guard.acquire(ip, &identity.user_id) {
+        Ok(slot) => slot,
+        Err(r) => return refuse(ConnectRefusal::Limit(r), &r),
+    };
+    s.extensions.insert(Arc::new(slot));
+    s.extensions.insert(guard.socket_budget());
+    s.extensions.insert(Arc::new(identity));
+    Ok(())
 }
 
 /// Cancels the token-expiry timer when the socket goes away first.
@@ -60,23 +110,7 @@ pub(crate) fn register(io: &SocketIo, chat: LiveChat) {
     let auth_chat = chat.clone();
     let authenticate = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| {
         let chat = auth_chat.clone();
-        async move {
-            let token = token_from_handshake(auth.as_ref().ok(), s.req_parts());
-            let Some(token) = token else {
-                tracing::info!(sid = %s.id, reason = "no token", "connection refused");
-                return Err(Unauthorized);
-            };
-            match chat.authenticate(&token).await {
-                Ok(identity) => {
-                    s.extensions.insert(Arc::new(identity));
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::info!(sid = %s.id, reason = %e, "connection refused");
-                    Err(Unauthorized)
-                }
-            }
-        }
+        async move { admit(&chat, &s, auth.ok()).await }
     };
     let on_connect = move |s: SocketRef, io: SocketIo| {
         let chat = chat.clone();
@@ -164,7 +198,10 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &chat,
         &queue,
         events::SEND_MESSAGE,
-        |chat, _, who, req: SendMessage| async move { chat.send_message(&who, req).await },
+        |chat, s, who, req: SendMessage| async move {
+            let budget = s.extensions.get::<SocketBudget>();
+            chat.send_from_socket(budget.as_ref(), &who, req).await
+        },
     );
     on(
         &s,

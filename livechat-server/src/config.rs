@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use livechat_core::{OriginPolicy, Rate};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -63,13 +64,63 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
 
-    /// `send_message` budget per user: messages per second.
+    /// `send_message` budget per user (all their sockets, across reconnects): per second.
     #[arg(long, env = "LIVECHAT_RATE_LIMIT_PER_SEC", default_value_t = 10)]
     pub rate_limit_per_sec: u32,
 
     /// `send_message` budget per user: burst.
     #[arg(long, env = "LIVECHAT_RATE_LIMIT_BURST", default_value_t = 30)]
     pub rate_limit_burst: u32,
+
+    /// `send_message` budget per socket: per second.
+    #[arg(long, env = "LIVECHAT_SOCKET_RATE_LIMIT_PER_SEC", default_value_t = 10)]
+    pub socket_rate_limit_per_sec: u32,
+
+    /// `send_message` budget per socket: burst.
+    #[arg(long, env = "LIVECHAT_SOCKET_RATE_LIMIT_BURST", default_value_t = 30)]
+    pub socket_rate_limit_burst: u32,
+
+    /// `send_message` budget per workspace (all its agents): per second.
+    #[arg(long, env = "LIVECHAT_WORKSPACE_RATE_LIMIT_PER_SEC", default_value_t = 100)]
+    pub workspace_rate_limit_per_sec: u32,
+
+    /// `send_message` budget per workspace: burst.
+    #[arg(long, env = "LIVECHAT_WORKSPACE_RATE_LIMIT_BURST", default_value_t = 300)]
+    pub workspace_rate_limit_burst: u32,
+
+    /// Connection attempts per client address: per second.
+    #[arg(long, env = "LIVECHAT_CONNECT_RATE_PER_IP", default_value_t = 5)]
+    pub connect_rate_per_ip: u32,
+
+    /// Connection attempts per client address: burst.
+    #[arg(long, env = "LIVECHAT_CONNECT_BURST_PER_IP", default_value_t = 20)]
+    pub connect_burst_per_ip: u32,
+
+    /// Open connections per client address.
+    #[arg(long, env = "LIVECHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 50)]
+    pub max_connections_per_ip: usize,
+
+    /// Open connections per user.
+    #[arg(long, env = "LIVECHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+
+    /// Open connections in all.
+    #[arg(long, env = "LIVECHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Browser origins allowed to connect, comma-separated (`*` for any). Unset: pages
+    /// from localhost, and from `LIVECHAT_PUBLIC_URL` when that is set.
+    #[arg(long, env = "LIVECHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names
+    /// the client. Unset: the peer address is the client.
+    #[arg(long, env = "LIVECHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// The public base URL of this server, e.g. `https://chat.example.com`.
+    #[arg(long, env = "LIVECHAT_PUBLIC_URL")]
+    pub public_url: Option<String>,
 
     /// Largest message body in bytes.
     #[arg(long, env = "LIVECHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
@@ -142,11 +193,31 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// The browser origins allowed to connect.
+    pub fn origin_policy(&self) -> OriginPolicy {
+        match &self.allowed_origins {
+            Some(list) if list.iter().any(|o| o.trim() == "*") => OriginPolicy::any(),
+            Some(list) => OriginPolicy::list(list.iter().map(|o| o.trim().to_owned())),
+            None => {
+                let local = OriginPolicy::local_only();
+                match self.public_url.as_deref().and_then(origin_of) {
+                    Some(origin) => local.with_origin(origin),
+                    None => local,
+                }
+            }
+        }
+    }
+
     /// The core limits these settings describe.
     pub fn limits(&self) -> livechat_core::Limits {
         let mut limits = livechat_core::Limits::default();
-        limits.send_rate_per_sec = self.rate_limit_per_sec;
-        limits.send_burst = self.rate_limit_burst;
+        limits.send_per_user = Rate::new(self.rate_limit_per_sec, self.rate_limit_burst);
+        limits.send_per_socket = Rate::new(self.socket_rate_limit_per_sec, self.socket_rate_limit_burst);
+        limits.send_per_workspace = Rate::new(self.workspace_rate_limit_per_sec, self.workspace_rate_limit_burst);
+        limits.connect_rate_per_ip = Rate::new(self.connect_rate_per_ip, self.connect_burst_per_ip);
+        limits.max_connections_per_ip = self.max_connections_per_ip;
+        limits.max_connections_per_user = self.max_connections_per_user;
+        limits.max_connections = self.max_connections;
         limits.max_body_bytes = self.max_body_bytes;
         limits.max_frame_bytes = self.max_frame_bytes;
         limits.max_json_depth = self.max_json_depth;
@@ -173,6 +244,18 @@ impl std::fmt::Debug for Config {
             .field("jwt_public_key", &self.jwt_public_key)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("socket_rate_limit_per_sec", &self.socket_rate_limit_per_sec)
+            .field("socket_rate_limit_burst", &self.socket_rate_limit_burst)
+            .field("workspace_rate_limit_per_sec", &self.workspace_rate_limit_per_sec)
+            .field("workspace_rate_limit_burst", &self.workspace_rate_limit_burst)
+            .field("connect_rate_per_ip", &self.connect_rate_per_ip)
+            .field("connect_burst_per_ip", &self.connect_burst_per_ip)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("max_connections", &self.max_connections)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("public_url", &self.public_url)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_json_depth", &self.max_json_depth)
@@ -189,4 +272,19 @@ impl std::fmt::Debug for Config {
             .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
             .finish()
     }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+}
+
+/// A proxy: a CIDR range, or a single address.
+fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR range"))
 }

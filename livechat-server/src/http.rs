@@ -4,9 +4,13 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -14,7 +18,7 @@ use livechat_core::auth::{Identity, bearer_token};
 use livechat_core::model::{ContactId, MsgType, Role, UserId, WorkspaceId};
 use livechat_core::protocol::{HistoryRequest, SendMessage, SyncRequest};
 use livechat_core::store::{NewContact, NewWorkspace, SqliteStore};
-use livechat_core::{ChatError, ErrorCode, LiveChat};
+use livechat_core::{ChatError, ErrorCode, LiveChat, OriginPolicy, PeerAddr};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -58,6 +62,47 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// The checks every request passes before anything else: the peer address is handed
+/// to livechat (for per-address limits), socket.io requests from a browser origin that
+/// is not allowed are refused before the websocket upgrade, and CORS answers with the
+/// same allow-list (never `*`, never with credentials).
+pub fn with_edge_checks(router: Router, origins: OriginPolicy) -> Router {
+    let origins = Arc::new(origins);
+    let cors_origins = origins.clone();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            cors_origins.allows(origin.to_str().ok())
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    router
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let origins = origins.clone();
+            async move { check_origin(&origins, req, next).await }
+        }))
+        .layer(cors)
+        .layer(middleware::map_request(peer_addr))
+}
+
+async fn peer_addr(mut req: Request) -> Request {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        req.extensions_mut().insert(PeerAddr(addr));
+    }
+    req
+}
+
+async fn check_origin(origins: &OriginPolicy, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/socket.io") {
+        let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        if !origins.allows(origin) {
+            let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+            tracing::warn!(?peer, ?origin, "socket.io request refused: origin not allowed");
+            return ApiError::new(ErrorCode::Forbidden, "origin not allowed").into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// An error response.

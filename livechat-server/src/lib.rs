@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use livechat_core::LiveChat;
+use livechat_core::{LiveChat, TrustedProxies};
 use livechat_core::auth::JwtAuthenticator;
 use livechat_core::store::sqlite::Durability;
 use livechat_core::store::{SqliteStore, SqliteStoreOptions};
@@ -52,10 +52,13 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     let store = open_store(&config.database_url, config.sqlite_durability).await?;
 
     let (authenticator, signing_secret) = authenticator(config)?;
+    let origins = config.origin_policy();
     let (layer, chat) = LiveChat::builder()
         .store(store.clone())
         .authenticator(authenticator)
         .limits(config.limits())
+        .allowed_origins(origins.clone())
+        .trusted_proxies(TrustedProxies(config.trusted_proxies.clone()))
         .build_layer();
 
     let (admin_token, generated_admin_token) = match &config.admin_token {
@@ -80,7 +83,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         store: store.clone(),
         admin_token: Arc::from(admin_token),
     };
-    let router = http::router(state, config.max_frame_bytes).layer(layer);
+    let router = http::with_edge_checks(
+        http::router(state, config.max_frame_bytes).layer(layer),
+        origins,
+    );
     Ok(Server {
         router,
         chat,
@@ -110,7 +116,10 @@ pub async fn run(
 
     let chat = server.chat.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serve = axum::serve(listener, server.router).with_graceful_shutdown(async move {
+    let app = server
+        .router
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: closing sockets");
         let _ = stop_tx.send(true);

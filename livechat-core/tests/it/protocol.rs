@@ -581,8 +581,7 @@ async fn a_frame_over_the_limit_closes_only_that_connection() {
 #[tokio::test]
 async fn sends_over_the_budget_are_rate_limited_with_a_retry_hint() {
     let mut limits = Limits::default();
-    limits.send_rate_per_sec = 1;
-    limits.send_burst = 3;
+    limits.send_per_user = livechat_core::Rate::new(1, 3);
     let server = Server::start_with(MemoryStore::new(), limits).await;
     let agent = server.connect("alice").await;
     for i in 0..3 {
