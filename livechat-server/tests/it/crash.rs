@@ -19,10 +19,18 @@ fn args(db: &str) -> Vec<&str> {
         db,
         "--jwt-secret",
         SECRET,
-        // The load is the point here, not the per-user budget.
+        // The load is the point here, not the send budgets.
         "--rate-limit-per-sec",
         "1000000",
         "--rate-limit-burst",
+        "1000000",
+        "--socket-rate-limit-per-sec",
+        "1000000",
+        "--socket-rate-limit-burst",
+        "1000000",
+        "--workspace-rate-limit-per-sec",
+        "1000000",
+        "--workspace-rate-limit-burst",
         "1000000",
     ]
 }
