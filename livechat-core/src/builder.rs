@@ -8,8 +8,8 @@ use crate::auth::{Authenticator, DynAuthenticator, Identity};
 use crate::chat::LiveChat;
 use crate::config::Limits;
 use crate::error::AuthError;
-use crate::layer::{LiveChatLayer, LiveChatService, NotFound};
 use crate::guard::{OriginPolicy, TrustedProxies};
+use crate::layer::{LiveChatLayer, LiveChatService, NotFound};
 use crate::store::{DynStore, MemoryStore, Store};
 
 /// Builds a livechat service. Start with [`LiveChat::builder`].

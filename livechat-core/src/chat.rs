@@ -10,9 +10,9 @@ use socketioxide::extract::SocketRef;
 use crate::auth::{DynAuthenticator, Identity};
 use crate::builder::LiveChatBuilder;
 use crate::config::Limits;
-use crate::guard::{Guard, GuardLimits, OriginPolicy, SocketBudget, TrustedProxies};
 use crate::delivery::{Counters, RecoveryMiss, Stats, Writer, WriterConfig};
 use crate::error::{AuthError, ChatError};
+use crate::guard::{Guard, GuardLimits, OriginPolicy, SocketBudget, TrustedProxies};
 use crate::handlers::user_room;
 use crate::model::{
     Contact, ContactId, Direction, Message, MessageId, MsgType, NewMessage, Page, Role, Status,

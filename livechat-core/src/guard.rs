@@ -73,18 +73,30 @@ impl OriginPolicy {
     /// Only pages served from `localhost`, `127.0.0.1` or `[::1]` (any port): the safe
     /// development default.
     pub fn local_only() -> Self {
-        Self { any: false, local: true, origins: Vec::new() }
+        Self {
+            any: false,
+            local: true,
+            origins: Vec::new(),
+        }
     }
 
     /// Exactly these origins (`scheme://host[:port]`, compared without case).
     pub fn list<I: IntoIterator<Item = S>, S: Into<String>>(origins: I) -> Self {
-        Self { any: false, local: false, origins: origins.into_iter().map(Into::into).collect() }
+        Self {
+            any: false,
+            local: false,
+            origins: origins.into_iter().map(Into::into).collect(),
+        }
     }
 
     /// Any origin. Only for deployments where no browser holds credentials that an
     /// attacker's page could ride on.
     pub fn any() -> Self {
-        Self { any: true, local: false, origins: Vec::new() }
+        Self {
+            any: true,
+            local: false,
+            origins: Vec::new(),
+        }
     }
 
     /// Also allows `origin`.
@@ -106,7 +118,10 @@ impl OriginPolicy {
         let Some(origin) = origin else { return true };
         let origin = origin.trim_end_matches('/');
         self.any
-            || self.origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+            || self
+                .origins
+                .iter()
+                .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
             || (self.local && is_local(origin))
     }
 }
@@ -119,7 +134,11 @@ fn is_local(origin: &str) -> bool {
         return false;
     };
     let host = match rest.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default(),
+        Some(v6) => v6
+            .split(']')
+            .next()
+            .map(|h| format!("[{h}]"))
+            .unwrap_or_default(),
         None => rest.split([':', '/']).next().unwrap_or_default().to_owned(),
     };
     matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
@@ -142,7 +161,9 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let Some(chain) = forwarded_for else { return peer };
+        let Some(chain) = forwarded_for else {
+            return peer;
+        };
         let mut client = peer;
         for hop in chain.rsplit(',') {
             match hop.trim().parse::<IpAddr>() {
@@ -358,12 +379,24 @@ mod tests {
         let trusted = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // Not from a proxy: the header is ignored.
-        assert_eq!(trusted.client_ip(ip("203.0.113.9"), Some("1.2.3.4")), ip("203.0.113.9"));
+        assert_eq!(
+            trusted.client_ip(ip("203.0.113.9"), Some("1.2.3.4")),
+            ip("203.0.113.9")
+        );
         // From a proxy: the right-most untrusted entry.
-        assert_eq!(trusted.client_ip(ip("10.0.0.2"), Some("1.2.3.4, 198.51.100.7")), ip("198.51.100.7"));
-        assert_eq!(trusted.client_ip(ip("10.0.0.2"), Some("198.51.100.7, 10.0.0.5")), ip("198.51.100.7"));
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.2"), Some("1.2.3.4, 198.51.100.7")),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.2"), Some("198.51.100.7, 10.0.0.5")),
+            ip("198.51.100.7")
+        );
         assert_eq!(trusted.client_ip(ip("10.0.0.2"), None), ip("10.0.0.2"));
-        assert_eq!(trusted.client_ip(ip("10.0.0.2"), Some("garbage")), ip("10.0.0.2"));
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.2"), Some("garbage")),
+            ip("10.0.0.2")
+        );
     }
 
     #[test]
@@ -382,9 +415,20 @@ mod tests {
         let u = UserId::from("u");
         let a = guard.acquire(ip, &u).unwrap();
         let _b = guard.acquire(ip, &u).unwrap();
-        assert_eq!(guard.acquire(ip, &u).unwrap_err(), Refusal::TooManyFromAddress);
-        assert!(guard.acquire(Some("192.0.2.2".parse().unwrap()), &u).is_ok(), "another address is fine");
+        assert_eq!(
+            guard.acquire(ip, &u).unwrap_err(),
+            Refusal::TooManyFromAddress
+        );
+        assert!(
+            guard
+                .acquire(Some("192.0.2.2".parse().unwrap()), &u)
+                .is_ok(),
+            "another address is fine"
+        );
         drop(a);
-        assert!(guard.acquire(ip, &u).is_ok(), "a freed slot can be taken again");
+        assert!(
+            guard.acquire(ip, &u).is_ok(),
+            "a freed slot can be taken again"
+        );
     }
 }

@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::auth::{Identity, token_from_handshake};
-use crate::guard::{Refusal, SocketBudget};
 use crate::chat::LiveChat;
 use crate::error::ChatError;
+use crate::guard::{Refusal, SocketBudget};
 use crate::protocol::{
     AckReply, ContactRef, ErrorEvent, HistoryRequest, SendMessage, SyncRequest, WorkspaceRef,
     decode_request, events,
@@ -73,9 +73,15 @@ async fn admit(
         tracing::warn!(sid = %s.id, client = ?ip, %reason, "connection refused");
         Err(refusal)
     };
-    let origin = parts.headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
+    let origin = parts
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok());
     if !chat.inner().origins.allows(origin) {
-        return refuse(ConnectRefusal::Origin, &format_args!("origin {origin:?} not allowed"));
+        return refuse(
+            ConnectRefusal::Origin,
+            &format_args!("origin {origin:?} not allowed"),
+        );
     }
     if let Err(r) = guard.check_connect_rate(ip) {
         return refuse(ConnectRefusal::Limit(r), &r);

@@ -81,11 +81,19 @@ pub struct Config {
     pub socket_rate_limit_burst: u32,
 
     /// `send_message` budget per workspace (all its agents): per second.
-    #[arg(long, env = "LIVECHAT_WORKSPACE_RATE_LIMIT_PER_SEC", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "LIVECHAT_WORKSPACE_RATE_LIMIT_PER_SEC",
+        default_value_t = 100
+    )]
     pub workspace_rate_limit_per_sec: u32,
 
     /// `send_message` budget per workspace: burst.
-    #[arg(long, env = "LIVECHAT_WORKSPACE_RATE_LIMIT_BURST", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "LIVECHAT_WORKSPACE_RATE_LIMIT_BURST",
+        default_value_t = 300
+    )]
     pub workspace_rate_limit_burst: u32,
 
     /// Connection attempts per client address: per second.
@@ -212,8 +220,12 @@ impl Config {
     pub fn limits(&self) -> livechat_core::Limits {
         let mut limits = livechat_core::Limits::default();
         limits.send_per_user = Rate::new(self.rate_limit_per_sec, self.rate_limit_burst);
-        limits.send_per_socket = Rate::new(self.socket_rate_limit_per_sec, self.socket_rate_limit_burst);
-        limits.send_per_workspace = Rate::new(self.workspace_rate_limit_per_sec, self.workspace_rate_limit_burst);
+        limits.send_per_socket =
+            Rate::new(self.socket_rate_limit_per_sec, self.socket_rate_limit_burst);
+        limits.send_per_workspace = Rate::new(
+            self.workspace_rate_limit_per_sec,
+            self.workspace_rate_limit_burst,
+        );
         limits.connect_rate_per_ip = Rate::new(self.connect_rate_per_ip, self.connect_burst_per_ip);
         limits.max_connections_per_ip = self.max_connections_per_ip;
         limits.max_connections_per_user = self.max_connections_per_user;
@@ -246,8 +258,14 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_burst", &self.rate_limit_burst)
             .field("socket_rate_limit_per_sec", &self.socket_rate_limit_per_sec)
             .field("socket_rate_limit_burst", &self.socket_rate_limit_burst)
-            .field("workspace_rate_limit_per_sec", &self.workspace_rate_limit_per_sec)
-            .field("workspace_rate_limit_burst", &self.workspace_rate_limit_burst)
+            .field(
+                "workspace_rate_limit_per_sec",
+                &self.workspace_rate_limit_per_sec,
+            )
+            .field(
+                "workspace_rate_limit_burst",
+                &self.workspace_rate_limit_burst,
+            )
             .field("connect_rate_per_ip", &self.connect_rate_per_ip)
             .field("connect_burst_per_ip", &self.connect_burst_per_ip)
             .field("max_connections_per_ip", &self.max_connections_per_ip)

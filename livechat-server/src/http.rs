@@ -10,7 +10,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -22,6 +21,7 @@ use livechat_core::{ChatError, ErrorCode, LiveChat, OriginPolicy, PeerAddr};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -95,10 +95,17 @@ async fn peer_addr(mut req: Request) -> Request {
 
 async fn check_origin(origins: &OriginPolicy, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/socket.io") {
-        let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
         if !origins.allows(origin) {
             let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
-            tracing::warn!(?peer, ?origin, "socket.io request refused: origin not allowed");
+            tracing::warn!(
+                ?peer,
+                ?origin,
+                "socket.io request refused: origin not allowed"
+            );
             return ApiError::new(ErrorCode::Forbidden, "origin not allowed").into_response();
         }
     }

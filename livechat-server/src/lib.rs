@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use livechat_core::{LiveChat, TrustedProxies};
 use livechat_core::auth::JwtAuthenticator;
 use livechat_core::store::sqlite::Durability;
 use livechat_core::store::{SqliteStore, SqliteStoreOptions};
+use livechat_core::{LiveChat, TrustedProxies};
 use tokio::net::TcpListener;
 
 pub mod config;

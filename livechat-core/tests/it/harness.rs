@@ -55,10 +55,30 @@ impl Server {
         let (layer, chat) = customize(builder).build_layer();
         let app = axum::Router::new()
             .route("/hello", axum::routing::get(|| async { "hello" }))
-            .layer(layer);
+            .layer(layer)
+            // What a host does so that per-address limits apply.
+            .layer(axum::middleware::map_request(
+                |mut req: axum::extract::Request| async move {
+                    let peer = req
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0);
+                    if let Some(peer) = peer {
+                        req.extensions_mut().insert(livechat_core::PeerAddr(peer));
+                    }
+                    req
+                },
+            ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
 
         let (ws, contact) = seed(&chat, "alice").await;
         let (other_ws, other_contact) = seed(&chat, "bob").await;

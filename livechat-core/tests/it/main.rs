@@ -1,5 +1,6 @@
 //! livechat-core's integration tests: one binary, one module per area.
 
+mod abuse;
 mod conformance;
 mod delivery;
 mod harness;
