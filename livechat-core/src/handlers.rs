@@ -12,7 +12,7 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, Value};
-use socketioxide::socket::Socket;
+use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -158,12 +158,22 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
             }
         });
         s.extensions.insert(ExpiryTimer(timer.abort_handle()));
-        s.on_disconnect(|s: SocketRef| async move {
-            if let Some(ExpiryTimer(handle)) = s.extensions.get::<ExpiryTimer>() {
-                handle.abort();
-            }
-        });
     }
+    s.on_disconnect(|s: SocketRef, reason: DisconnectReason| async move {
+        if let Some(ExpiryTimer(handle)) = s.extensions.get::<ExpiryTimer>() {
+            handle.abort();
+        }
+        match reason {
+            // An over-limit frame, a malformed packet, a dead peer: worth an operator's eye.
+            DisconnectReason::PacketParsingError
+            | DisconnectReason::TransportError
+            | DisconnectReason::MultipleHttpPollingError
+            | DisconnectReason::HeartbeatTimeout => {
+                tracing::info!(sid = %s.id, %reason, "connection closed")
+            }
+            _ => tracing::debug!(sid = %s.id, %reason, "disconnected"),
+        }
+    });
 
     on(
         &s,

@@ -240,3 +240,145 @@ async fn foreign_browser_origins_are_refused_and_local_ones_pass() {
         "a list replaces the local default"
     );
 }
+
+/// Connects over a raw websocket and completes the namespace connect.
+async fn raw_ws(
+    server: &Server,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let auth = json!({ "token": token("alice") });
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no connect answer");
+        if let Some(Ok(Message::Text(t))) = m
+            && t.starts_with("40")
+        {
+            return ws;
+        }
+    }
+}
+
+/// A `send_message` packet whose whole frame is `size` bytes.
+fn packet_of(server: &Server, size: usize) -> String {
+    let head = format!(
+        "42[\"send_message\",{{\"contactId\":\"{}\",\"body\":\"",
+        server.contact
+    );
+    let tail = "\"}]";
+    format!("{head}{}{tail}", "x".repeat(size - head.len() - tail.len()))
+}
+
+#[tokio::test]
+async fn oversized_websocket_frames_close_only_that_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start().await;
+    let mut bystander = server.connect("alice").await;
+    bystander
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    let mut kept = Vec::new();
+    for size in [1 << 20, 20 << 20, 100 << 20] {
+        let mut ws = raw_ws(&server).await;
+        // The server may hang up before the whole frame is written: that is the point.
+        let _ = ws.send(Message::text(packet_of(&server, size))).await;
+        // What comes back: an error event (the frame fit) or the end of the connection.
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                    Some(Ok(Message::Text(t))) if t.starts_with("42[\"livechat:error\"") => {
+                        return Some(t.to_string());
+                    }
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("a {size}-byte frame got no answer and was not closed"));
+        if size <= 1 << 20 {
+            // At the frame limit: read, then refused by the body limit; the connection stays.
+            let event = outcome.expect("a frame at the limit keeps its connection");
+            assert!(event.contains("payload_too_large"), "{event}");
+            kept.push(ws);
+        } else {
+            assert_eq!(
+                outcome, None,
+                "a {size}-byte frame must close its connection"
+            );
+        }
+        // Everyone else is served as before.
+        bystander
+            .call_ok(
+                "history",
+                json!({ "contactId": server.contact, "limit": 1 }),
+            )
+            .await;
+    }
+    bystander
+        .none("new_message", Duration::from_millis(200))
+        .await;
+    // The socket that sent a frame at the limit is still there; the others are gone.
+    assert_eq!(server.chat.connected_sockets(), 2);
+}
+
+#[tokio::test]
+async fn oversized_polling_bodies_are_refused_and_close_only_that_session() {
+    let server = Server::start().await;
+    let bystander = server.connect("alice").await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", server.addr);
+    for size in [1 << 20, 20 << 20, 100 << 20] {
+        let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+        let sid = open
+            .split("\"sid\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_owned();
+        let url = format!("{base}&sid={sid}");
+        let auth = json!({ "token": token("alice") });
+        let r = http
+            .post(&url)
+            .body(format!("40{auth}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            http.post(&url).body(packet_of(&server, size)).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a {size}-byte body hung"));
+        if size <= 1 << 20 {
+            // At the limit: taken, then refused by the body limit on the next poll.
+            assert_eq!(r.unwrap().status(), 200);
+            let polled = http.get(&url).send().await.unwrap().text().await.unwrap();
+            assert!(polled.contains("payload_too_large"), "{polled}");
+        } else if let Ok(r) = r {
+            // Over it: a 413, or the connection cut while the body was still being sent.
+            assert_eq!(r.status(), 413, "{size}-byte body");
+        }
+        bystander
+            .call_ok(
+                "history",
+                json!({ "contactId": server.contact, "limit": 1 }),
+            )
+            .await;
+    }
+    // The bystander and the session that stayed within the limit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.chat.connected_sockets() > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an over-limit polling session is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
