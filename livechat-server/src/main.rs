@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // Logs go to stderr: stdout carries only the address and tokens printed at start.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -56,4 +56,20 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// The log filter: `RUST_LOG`, or `info`. socketioxide and engineioxide log raw packets
+/// — tokens and message bodies included — at debug and trace, so they stay at `info`
+/// unless `RUST_LOG` names them explicitly.
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let spec = rust_log.unwrap_or("info");
+    let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in ["socketioxide", "engineioxide"] {
+        if !spec.contains(target) {
+            if let Ok(directive) = format!("{target}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
 }

@@ -148,6 +148,12 @@ impl SocketClientBuilder {
     }
 
     pub(crate) async fn connect(self) -> SocketClient {
+        self.try_connect()
+            .await
+            .unwrap_or_else(|e| panic!("socket did not connect: {e}"))
+    }
+
+    pub(crate) async fn try_connect(self) -> Result<SocketClient, String> {
         SocketClient::connect(self.0).await
     }
 }
@@ -159,7 +165,7 @@ pub(crate) struct SocketClient {
 }
 
 impl SocketClient {
-    async fn connect(builder: ClientBuilder) -> Self {
+    async fn connect(builder: ClientBuilder) -> Result<Self, String> {
         let (tx, events) = mpsc::unbounded_channel();
         let (status_tx, mut status_rx) = mpsc::unbounded_channel::<Result<(), String>>();
         let ok_tx = status_tx.clone();
@@ -188,10 +194,10 @@ impl SocketClient {
             })
             .connect()
             .await
-            .expect("socket connect");
+            .map_err(|e| e.to_string())?;
         match tokio::time::timeout(WAIT, status_rx.recv()).await {
-            Ok(Some(Ok(()))) => Self { client, events },
-            other => panic!("socket did not connect: {other:?}"),
+            Ok(Some(Ok(()))) => Ok(Self { client, events }),
+            other => Err(format!("{other:?}")),
         }
     }
 
@@ -251,16 +257,31 @@ pub(crate) async fn spawn_binary(
     dir: &std::path::Path,
     args: &[&str],
 ) -> (tokio::process::Child, Banner) {
+    spawn(dir, args, None).await
+}
+
+async fn spawn(
+    dir: &std::path::Path,
+    args: &[&str],
+    log_filter: Option<&str>,
+) -> (tokio::process::Child, Banner) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_livechat-server"));
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LIVECHAT_")) {
         cmd.env_remove(key);
     }
+    match log_filter {
+        Some(filter) => cmd
+            .env("RUST_LOG", filter)
+            .stderr(std::process::Stdio::piped()),
+        None => cmd
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::null()),
+    };
     let mut child = cmd
         .args(args)
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -328,4 +349,26 @@ impl SocketClient {
             .ok()?;
         tokio::time::timeout(within, rx).await.ok()?.ok()
     }
+}
+
+impl TestServer {
+    /// A server on a fresh temporary database with extra flags.
+    pub(crate) async fn start_on_temp(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("livechat.db").display());
+        let mut server = Self::start_on(&db, extra).await;
+        server._dir = Some(dir);
+        server
+    }
+}
+
+/// [`spawn_binary`] with `RUST_LOG=filter` and its stderr handed back.
+pub(crate) async fn spawn_binary_with_logs(
+    dir: &std::path::Path,
+    args: &[&str],
+    filter: &str,
+) -> (tokio::process::Child, Banner, tokio::process::ChildStderr) {
+    let (mut child, banner) = spawn(dir, args, Some(filter)).await;
+    let stderr = child.stderr.take().unwrap();
+    (child, banner, stderr)
 }

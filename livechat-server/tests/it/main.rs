@@ -7,3 +7,4 @@ mod crash;
 mod harness;
 mod js;
 mod rest;
+mod security;
