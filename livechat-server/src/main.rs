@@ -65,10 +65,10 @@ fn log_filter(rust_log: Option<&str>) -> EnvFilter {
     let spec = rust_log.unwrap_or("info");
     let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
     for target in ["socketioxide", "engineioxide"] {
-        if !spec.contains(target) {
-            if let Ok(directive) = format!("{target}=info").parse() {
-                filter = filter.add_directive(directive);
-            }
+        if !spec.contains(target)
+            && let Ok(directive) = format!("{target}=info").parse()
+        {
+            filter = filter.add_directive(directive);
         }
     }
     filter
