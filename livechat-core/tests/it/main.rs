@@ -4,6 +4,7 @@ mod abuse;
 mod conformance;
 mod delivery;
 mod harness;
+mod isolation;
 mod model;
 mod pipeline;
 mod protocol;
