@@ -382,3 +382,102 @@ async fn oversized_polling_bodies_are_refused_and_close_only_that_session() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Median and worst send→ack latency of `n` sends from `client`.
+async fn latencies(
+    client: &TestClient,
+    contact: serde_json::Value,
+    n: usize,
+) -> (Duration, Duration) {
+    let mut all = Vec::new();
+    for i in 0..n {
+        let started = tokio::time::Instant::now();
+        client
+            .call_ok(
+                "send_message",
+                json!({ "contactId": contact, "body": format!("calm {i}") }),
+            )
+            .await;
+        all.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    all.sort();
+    (all[n / 2], all[n - 1])
+}
+
+#[tokio::test]
+async fn a_flooding_abuser_does_not_slow_a_well_behaved_client() {
+    let server = server_behind_proxy(Limits::default()).await;
+    let calm = connect_from(&server, "bob", "203.0.113.10").await.unwrap();
+    let contact = json!(server.other_contact);
+    let (base_median, base_worst) = latencies(&calm, contact.clone(), 10).await;
+
+    // The abuser: 100 connection attempts from one address, then every admitted socket
+    // fires 100 sends without waiting. Bounded in count, over in a few seconds.
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..100 {
+        match connect_from(&server, "alice", "198.51.100.66").await {
+            Ok(c) => admitted.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused >= 70, "only {refused} of 100 attempts refused");
+    let abuser_contact = json!(server.contact);
+    let flood = admitted.iter().map(|c| {
+        let payload = abuser_contact.clone();
+        async move {
+            for i in 0..100 {
+                let _ = c
+                    .client
+                    .emit(
+                        "send_message",
+                        json!({ "contactId": payload, "body": format!("spam {i}") }),
+                    )
+                    .await;
+            }
+        }
+    });
+    let flooding = futures_util::future::join_all(flood);
+    let measuring = latencies(&calm, contact, 20);
+    let (_, (median, worst)) = tokio::join!(flooding, measuring);
+
+    let stored = server
+        .chat
+        .history(
+            &livechat_core::auth::JwtAuthenticator::hs256(crate::harness::SECRET)
+                .verify(&token("alice"))
+                .unwrap(),
+            livechat_core::protocol::HistoryRequest {
+                contact_id: server.contact,
+                before: None,
+                limit: Some(200),
+            },
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "flood: {} of 100 connections admitted, {} of {} spam sends stored; calm client median {:?} \
+         (before: {:?}), worst {:?} (before: {:?})",
+        admitted.len(),
+        stored.messages.len(),
+        admitted.len() * 100,
+        median,
+        base_median,
+        worst,
+        base_worst
+    );
+    assert!(
+        stored.messages.len() <= 40,
+        "the user budget (burst 30) held: {}",
+        stored.messages.len()
+    );
+    assert!(
+        median < base_median * 5 + Duration::from_millis(20),
+        "the calm client's median went from {base_median:?} to {median:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "the calm client's worst send took {worst:?}"
+    );
+}
