@@ -79,3 +79,33 @@ async fn sqlite_store_refuses_in_memory_databases() {
     let err = SqliteStore::open("sqlite::memory:").await.unwrap_err();
     assert!(err.to_string().contains("backend"), "{err}");
 }
+
+#[test]
+fn rs256_accepts_its_own_tokens_and_refuses_algorithm_confusion() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use livechat_core::auth::{Claims, JwtAuthenticator};
+    let public = include_bytes!("../fixtures/test-rsa-public.pem");
+    let private = include_bytes!("../fixtures/test-rsa-private.pem");
+    let auth = JwtAuthenticator::rs256_pem(public).unwrap();
+    let claims = Claims::new("agent-1", chrono::Duration::minutes(5));
+
+    let good = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(private).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(auth.verify(&good).unwrap().user_id.as_str(), "agent-1");
+
+    // The classic confusion: HS256 "signed" with the public key as the HMAC secret.
+    let confused = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(public),
+    )
+    .unwrap();
+    assert!(
+        auth.verify(&confused).is_err(),
+        "an HS256 token must not pass an RS256 authenticator"
+    );
+}
