@@ -481,3 +481,22 @@ async fn a_flooding_abuser_does_not_slow_a_well_behaved_client() {
         "the calm client's worst send took {worst:?}"
     );
 }
+
+#[tokio::test]
+async fn a_half_open_connection_is_closed_by_the_handshake_timeout() {
+    use futures_util::StreamExt;
+    let mut limits = Limits::default();
+    limits.connect_timeout = Duration::from_millis(500);
+    let server = Server::start_with(MemoryStore::new(), limits).await;
+    // The transport opens, but the namespace connect (with the token) never comes.
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection without a namespace connect was kept past the timeout"
+    );
+}
