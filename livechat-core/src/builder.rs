@@ -10,6 +10,7 @@ use crate::config::Limits;
 use crate::error::AuthError;
 use crate::guard::{OriginPolicy, TrustedProxies};
 use crate::layer::{LiveChatLayer, LiveChatService, NotFound};
+use crate::moderation::{DynModerator, Moderator};
 use crate::store::{DynStore, MemoryStore, Store};
 
 /// Builds a livechat service. Start with [`LiveChat::builder`].
@@ -30,6 +31,7 @@ pub struct LiveChatBuilder {
     limits: Limits,
     origins: OriginPolicy,
     trusted_proxies: TrustedProxies,
+    moderators: Vec<Arc<dyn DynModerator>>,
     ping_interval: Option<std::time::Duration>,
     ping_timeout: Option<std::time::Duration>,
 }
@@ -79,6 +81,13 @@ impl LiveChatBuilder {
         self
     }
 
+    /// Adds a moderator; messages pass the moderators in the order they were added,
+    /// after validation and before storage. Defaults to none.
+    pub fn moderator(mut self, moderator: impl Moderator) -> Self {
+        self.moderators.push(Arc::new(moderator));
+        self
+    }
+
     /// All limits at once. Defaults to [`Limits::default`].
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -123,6 +132,7 @@ impl LiveChatBuilder {
             limits: self.limits,
             origins: self.origins,
             trusted_proxies: self.trusted_proxies,
+            moderators: self.moderators,
         };
         (io, parts)
     }
@@ -151,6 +161,7 @@ struct LiveChatParts {
     limits: Limits,
     origins: OriginPolicy,
     trusted_proxies: TrustedProxies,
+    moderators: Vec<Arc<dyn DynModerator>>,
 }
 
 impl LiveChatParts {
@@ -162,6 +173,7 @@ impl LiveChatParts {
             self.limits,
             self.origins,
             self.trusted_proxies,
+            self.moderators,
         );
         crate::handlers::register(&io, chat.clone());
         chat

@@ -18,6 +18,7 @@ use crate::model::{
     Contact, ContactId, Direction, Message, MessageId, MsgType, NewMessage, Page, Role, Status,
     UserId, Workspace, WorkspaceId,
 };
+use crate::moderation::{Candidate, DynModerator, FailurePolicy, ModerationError, Verdict};
 use crate::protocol::{
     ContactRef, HistoryRequest, Joined, SendMessage, SyncRequest, WorkspaceRef, contact_room,
     events, workspace_room,
@@ -49,6 +50,7 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     pub(crate) guard: Guard,
     pub(crate) origins: OriginPolicy,
+    moderators: Vec<Arc<dyn DynModerator>>,
     writer: Writer,
     counters: Arc<Counters>,
 }
@@ -129,6 +131,7 @@ impl LiveChat {
         limits: Limits,
         origins: OriginPolicy,
         trusted_proxies: TrustedProxies,
+        moderators: Vec<Arc<dyn DynModerator>>,
     ) -> Self {
         let guard = Guard::new(GuardLimits {
             connect_rate_per_ip: limits.connect_rate_per_ip,
@@ -160,6 +163,7 @@ impl LiveChat {
                 limits,
                 guard,
                 origins,
+                moderators,
                 writer,
                 counters,
             }),
@@ -237,6 +241,7 @@ impl LiveChat {
                 .check_send(budget, &who.user_id, contact.workspace_id)
                 .map_err(|retry_after| ChatError::RateLimited { retry_after })?;
         }
+        let (body, moderation_flag) = self.moderate(&contact, &msg).await?;
         let status = msg.status.unwrap_or(match msg.direction {
             Direction::Inbound => Status::Received,
             Direction::Outbound => Status::Sent,
@@ -246,16 +251,66 @@ impl LiveChat {
             contact_id: contact.id,
             workspace_id: contact.workspace_id,
             sender: msg.sender,
-            body: msg.body,
+            body,
             direction: msg.direction,
             status,
             twilio_sid: msg.twilio_sid,
             msg_type: msg.msg_type,
             client_id: msg.client_id,
             created_at: Utc::now(),
+            moderation_flag,
         };
         // The writer commits, then delivers; a duplicate is returned, never delivered.
         Ok(self.inner.writer.append(new).await?.into_message())
+    }
+
+    /// Runs the moderators in order; returns the body to store and the flag, if any.
+    async fn moderate(
+        &self,
+        contact: &Contact,
+        msg: &Publish,
+    ) -> Result<(String, Option<String>), ChatError> {
+        let mut body = std::borrow::Cow::Borrowed(msg.body.as_str());
+        let mut flags = Vec::new();
+        for moderator in &self.inner.moderators {
+            let candidate = Candidate {
+                workspace_id: contact.workspace_id,
+                contact_id: contact.id,
+                sender: msg.sender.as_deref(),
+                body: &body,
+                direction: msg.direction,
+                msg_type: msg.msg_type,
+            };
+            let verdict = match moderator.check(candidate).await {
+                Ok(Verdict::Rewrite(new)) if new.len() > self.inner.limits.max_body_bytes => {
+                    Err(ModerationError::InvalidOutput {
+                        name: moderator.name().to_owned(),
+                        reason: format!("a rewrite of {} bytes is over the body limit", new.len()),
+                    })
+                }
+                other => other,
+            };
+            let verdict = verdict.unwrap_or_else(|e| {
+                tracing::warn!(moderator = moderator.name(), error = %e, policy = ?moderator.failure_policy(), "moderation failed");
+                match moderator.failure_policy() {
+                    FailurePolicy::Closed => Verdict::Reject("the message could not be checked".into()),
+                    FailurePolicy::Open => Verdict::Allow,
+                }
+            });
+            match verdict {
+                Verdict::Allow => {}
+                Verdict::Rewrite(new) => body = std::borrow::Cow::Owned(new),
+                Verdict::Reject(reason) => return Err(ChatError::Rejected(reason)),
+                Verdict::Flag(reason) => flags.push(format!("{}: {reason}", moderator.name())),
+            }
+        }
+        if body.trim().is_empty() {
+            return Err(ChatError::Rejected(
+                "nothing is left of the message after moderation".into(),
+            ));
+        }
+        let flag = (!flags.is_empty()).then(|| flags.join("; "));
+        Ok((body.into_owned(), flag))
     }
 
     fn validate(&self, msg: &Publish) -> Result<(), ChatError> {

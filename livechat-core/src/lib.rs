@@ -11,6 +11,7 @@ mod guard;
 mod handlers;
 mod layer;
 pub mod model;
+pub mod moderation;
 pub mod protocol;
 pub mod store;
 #[cfg(feature = "test-util")]

@@ -210,6 +210,9 @@ pub struct Message {
     pub seq: i64,
     /// The sender's idempotency key, echoed back.
     pub client_id: Option<String>,
+    /// Why moderation flagged it for review, if it did.
+    #[serde(default)]
+    pub moderation_flag: Option<String>,
     /// Reactions, when there are any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
@@ -240,6 +243,8 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
+    /// Why moderation flagged it, if it did.
+    pub moderation_flag: Option<String>,
 }
 
 impl NewMessage {
@@ -259,6 +264,7 @@ impl NewMessage {
             created_at: self.created_at,
             seq,
             client_id: self.client_id,
+            moderation_flag: self.moderation_flag,
             reactions: Vec::new(),
         }
     }

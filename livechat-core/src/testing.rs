@@ -77,6 +77,7 @@ pub fn new_message(
         msg_type: MsgType::Text,
         client_id: key.map(str::to_owned),
         created_at: Utc::now(),
+        moderation_flag: None,
     }
 }
 
@@ -168,6 +169,20 @@ async fn append_assigns_seq_per_workspace(store: &impl Store) {
     let m = store.append(new_message(b, cb, "b", None)).await.unwrap();
     assert_eq!(m.message().seq, 1, "another workspace has its own counter");
     assert!(!m.message().is_read);
+
+    let mut flagged = new_message(b, cb, "flagged", None);
+    flagged.moderation_flag = Some("links: too many".into());
+    let stored = store.append(flagged).await.unwrap().into_message();
+    let page = store.sync(SyncScope::Workspace(b), 1, 10).await.unwrap();
+    assert_eq!(
+        page.messages,
+        vec![stored],
+        "every field round-trips, the flag included"
+    );
+    assert_eq!(
+        page.messages[0].moderation_flag.as_deref(),
+        Some("links: too many")
+    );
 }
 
 async fn append_is_idempotent(store: &impl Store) {

@@ -103,7 +103,8 @@ macro_rules! select_messages {
     ($($rest:literal),+) => {
         concat!(
             "SELECT id, contact_id, workspace_id, sender, body, is_read, direction, status, \
-             twilio_sid, msg_type, created_at, seq, client_id FROM livechat_messages ",
+             twilio_sid, msg_type, created_at, seq, client_id, moderation_flag \
+             FROM livechat_messages ",
             $($rest),+
         )
     };
@@ -199,9 +200,10 @@ impl SqliteStore {
         // client_id the unique index answers and nothing is written.
         let inserted = sqlx::query(
             "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
-             direction, status, twilio_sid, msg_type, created_at, seq, client_id) \
+             direction, status, twilio_sid, msg_type, created_at, seq, client_id, \
+             moderation_flag) \
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, \
-                     (SELECT last_seq + 1 FROM workspaces WHERE id = ?3), ?11) \
+                     (SELECT last_seq + 1 FROM workspaces WHERE id = ?3), ?11, ?12) \
              ON CONFLICT (workspace_id, client_id) DO NOTHING \
              RETURNING seq",
         )
@@ -216,6 +218,7 @@ impl SqliteStore {
         .bind(new.msg_type.as_str())
         .bind(new.created_at)
         .bind(&new.client_id)
+        .bind(&new.moderation_flag)
         .fetch_optional(&mut **tx)
         .await
         .map_err(|e| map_insert_err(e, "contact", "message"))?;
@@ -493,6 +496,7 @@ fn message_from_row(r: &SqliteRow) -> Result<Message, StoreError> {
         created_at: r.try_get("created_at").map_err(map_err)?,
         seq: r.try_get("seq").map_err(map_err)?,
         client_id: r.try_get("client_id").map_err(map_err)?,
+        moderation_flag: r.try_get("moderation_flag").map_err(map_err)?,
         reactions: Vec::new(),
     })
 }

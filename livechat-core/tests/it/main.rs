@@ -6,5 +6,6 @@ mod delivery;
 mod harness;
 mod isolation;
 mod model;
+mod moderation;
 mod pipeline;
 mod protocol;
