@@ -1,0 +1,299 @@
+//! Plain-text sanitizing: message bodies are shown as text, so markup is removed —
+//! not entity-encoded — and ordinary text such as `a < b > c`, `Tom & Jerry` or `<3`
+//! stays exactly as written.
+//!
+//! Removed: HTML tags and comments; `<script>`/`<style>` elements with their content;
+//! `javascript:`, `vbscript:` and `data:` URLs; control characters (but newline and tab)
+//! and bidirectional overrides. Then the text is normalised to NFC and cut to the length
+//! limit. Emoji (joiners included) and every script are left alone.
+
+use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::Verdict;
+
+/// Settings, from the plugin's JSON configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Longest body kept, in characters. Defaults to 4000.
+    pub max_chars: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { max_chars: 4000 }
+    }
+}
+
+impl Config {
+    /// Parses the configuration; an empty string means the defaults.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_json::from_str(text).map_err(|e| format!("sanitize configuration: {e}"))
+    }
+}
+
+/// Sanitizes `body`: `Allow` if nothing changes, otherwise `Rewrite`.
+pub fn check(config: &Config, body: &str) -> Verdict {
+    let clean = sanitize(config, body);
+    if clean == body {
+        Verdict::Allow
+    } else {
+        Verdict::Rewrite(clean)
+    }
+}
+
+/// The sanitized text.
+pub fn sanitize(config: &Config, body: &str) -> String {
+    // Removing one tag can join the text around it into a new one
+    // (`<scr<b>ipt>`), so strip until nothing changes, a bounded number of times.
+    let mut text = strip_controls(body);
+    for _ in 0..8 {
+        let next = strip_markup(&text);
+        if next == text {
+            break;
+        }
+        text = next;
+    }
+    let text = strip_dangerous_urls(&text);
+    let text: String = text.nfc().collect();
+    match text.char_indices().nth(config.max_chars) {
+        Some((cut, _)) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+fn strip_controls(text: &str) -> String {
+    text.chars()
+        .filter(|&c| {
+            c == '\n' || c == '\t' || !(c.is_control() || is_bidi_control(c) || c == '\u{FEFF}')
+        })
+        .collect()
+}
+
+/// Elements whose content is code, not text: removed whole.
+const RAW_ELEMENTS: [&str; 6] = ["script", "style", "iframe", "object", "embed", "template"];
+
+/// If a tag starts at `rest` (which begins with `<`), its length and its name.
+fn tag_at(rest: &str) -> Option<(usize, String)> {
+    let bytes = rest.as_bytes();
+    if rest.starts_with("<!--") {
+        return Some((
+            rest.find("-->").map_or(rest.len(), |end| end + 3),
+            String::new(),
+        ));
+    }
+    let mut i = 1;
+    if bytes.get(i) == Some(&b'/') || bytes.get(i) == Some(&b'!') || bytes.get(i) == Some(&b'?') {
+        i += 1;
+    }
+    // A tag name starts with a letter right after `<`: `a < b` and `<3` are text.
+    if !bytes.get(i).is_some_and(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let name_start = i;
+    while bytes
+        .get(i)
+        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b':')
+    {
+        i += 1;
+    }
+    let name = rest[name_start..i].to_ascii_lowercase();
+    // Attributes up to the closing `>`, respecting quotes; a `<` before it means this
+    // was not a tag after all.
+    let mut quote = None;
+    while let Some(&b) = bytes.get(i) {
+        match (quote, b) {
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'>') => return Some((i + 1, name)),
+            (None, b'<') => return None,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn strip_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('<') {
+        out.push_str(&rest[..pos]);
+        rest = &rest[pos..];
+        match tag_at(rest) {
+            Some((len, name)) => {
+                let closing = rest.as_bytes().get(1) == Some(&b'/');
+                rest = &rest[len..];
+                if !closing && RAW_ELEMENTS.contains(&name.as_str()) {
+                    // Skip the content up to the matching close tag (or to the end).
+                    let lower = rest.to_ascii_lowercase();
+                    let close = format!("</{name}");
+                    rest = match lower.find(&close) {
+                        Some(end) => {
+                            let after = &rest[end..];
+                            after.find('>').map_or("", |gt| &after[gt + 1..])
+                        }
+                        None => "",
+                    };
+                }
+            }
+            None => {
+                out.push('<');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Schemes that run code when a URL is opened.
+const DANGEROUS_SCHEMES: [&str; 3] = ["javascript:", "vbscript:", "data:"];
+
+/// Removes every whitespace-separated word that is (or hides) a dangerous URL.
+/// Browsers ignore whitespace and control characters inside a scheme, so the check
+/// looks at the word with those removed.
+fn strip_dangerous_urls(text: &str) -> String {
+    let dangerous = |word: &str| {
+        let lower = word.to_ascii_lowercase();
+        let bare = lower.trim_start_matches(|c: char| "\"'(<[".contains(c));
+        DANGEROUS_SCHEMES.iter().any(|s| bare.starts_with(s))
+    };
+    let pieces: Vec<&str> = text.split_inclusive(char::is_whitespace).collect();
+    let mut drop = vec![false; pieces.len()];
+    for (i, piece) in pieces.iter().enumerate() {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        if dangerous(word) {
+            drop[i] = true;
+        } else if i > 0 && !drop[i - 1] {
+            // A scheme split by whitespace (`java\tscript:`) is read whole by browsers.
+            let prev = pieces[i - 1].trim_end_matches(char::is_whitespace);
+            if !prev.is_empty() && dangerous(&format!("{prev}{word}")) {
+                drop[i - 1] = true;
+                drop[i] = true;
+            }
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for (piece, dropped) in pieces.iter().zip(drop) {
+        if dropped {
+            out.push_str(&piece[piece.trim_end_matches(char::is_whitespace).len()..]);
+        } else {
+            out.push_str(piece);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clean(s: &str) -> String {
+        sanitize(&Config::default(), s)
+    }
+
+    #[test]
+    fn ordinary_text_stays_as_written() {
+        for text in [
+            "a < b > c",
+            "Tom & Jerry",
+            "I <3 you",
+            "5 > 3 and 2 < 4",
+            "x<y",
+            "&lt;b&gt; is how you write <b>", // the entity text stays text
+            "Привет, мир",
+            "مرحبا بالعالم",
+            "こんにちは世界",
+            "👍🏽 👨‍👩‍👧‍👦 🇫🇷",
+            "line one\nline two\ttabbed",
+        ] {
+            let expected = if text.ends_with("<b>") {
+                "&lt;b&gt; is how you write "
+            } else {
+                text
+            };
+            assert_eq!(clean(text), expected, "{text:?}");
+        }
+    }
+
+    /// Payloads from the OWASP XSS filter evasion cheat sheet, and what is left of them.
+    #[test]
+    fn owasp_payloads_lose_their_markup_and_script() {
+        let table = [
+            ("<script>alert('XSS')</script>hello", "hello"),
+            (
+                "<SCRIPT SRC=https://cdn.jsdelivr.net/gh/Moksh45/host-xss.rocks/index.js></SCRIPT>",
+                "",
+            ),
+            ("<IMG SRC=\"javascript:alert('XSS');\">", ""),
+            ("<img src=x onerror=alert(1)>pic", "pic"),
+            ("<svg/onload=alert('XSS')>", ""),
+            ("<BODY ONLOAD=alert('XSS')>text", "text"),
+            ("<a href=\"javascript:alert(1)\">click</a>", "click"),
+            (
+                "<iframe src=\"https://evil.example\"></iframe>after",
+                "after",
+            ),
+            ("<scr<script>ipt>alert(1)</script>", "<scr"),
+            ("<<SCRIPT>alert(\"XSS\");//\\<</SCRIPT>", "<"),
+            (
+                "<STYLE>li {list-style-image: url(\"javascript:alert('XSS')\");}</STYLE>ok",
+                "ok",
+            ),
+            ("<!-- hidden --> visible", " visible"),
+            (
+                "<div style=\"width: expression(alert('XSS'));\">x</div>",
+                "x",
+            ),
+            ("open javascript:alert(document.cookie) now", "open  now"),
+            ("see java\tscript:alert(1)", "see \t"),
+            (
+                "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+                "",
+            ),
+            ("<IMG \"\"\"><SCRIPT>alert(\"XSS\")</SCRIPT>\"\\>", ""),
+        ];
+        for (input, expected) in table {
+            assert_eq!(clean(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn controls_and_bidi_overrides_are_removed_and_text_is_nfc() {
+        assert_eq!(clean("bell\u{7}"), "bell");
+        assert_eq!(clean("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+        assert_eq!(clean("\u{FEFF}start"), "start");
+        // e + combining acute → é
+        assert_eq!(clean("cafe\u{301}"), "caf\u{e9}");
+    }
+
+    #[test]
+    fn length_is_enforced_on_characters() {
+        let config = Config { max_chars: 5 };
+        assert_eq!(sanitize(&config, "héllo world"), "héllo");
+        assert_eq!(sanitize(&config, "👍👍👍👍👍👍"), "👍👍👍👍👍");
+    }
+
+    #[test]
+    fn verdicts() {
+        let c = Config::default();
+        assert_eq!(check(&c, "hello"), Verdict::Allow);
+        assert_eq!(check(&c, "<b>hi</b>"), Verdict::Rewrite("hi".into()));
+        assert_eq!(Config::parse(""), Ok(Config::default()));
+        assert_eq!(
+            Config::parse(r#"{"max_chars": 10}"#),
+            Ok(Config { max_chars: 10 })
+        );
+        assert!(Config::parse(r#"{"max_chars": "x"}"#).is_err());
+    }
+}
