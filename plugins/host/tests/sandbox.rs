@@ -1,0 +1,266 @@
+//! The bundled plugins and the sandbox, through real wasmtime.
+
+use std::time::{Duration, Instant};
+
+use livechat_core::model::{ContactId, Direction, MsgType, WorkspaceId};
+use livechat_core::moderation::{Candidate, FailurePolicy, ModerationError, Moderator, Verdict};
+use livechat_plugins::{Plugin, PluginEngine, PluginSettings, bundled};
+
+fn candidate(body: &str) -> Candidate<'_> {
+    Candidate {
+        workspace_id: WorkspaceId(uuid_of(1)),
+        contact_id: ContactId(uuid_of(2)),
+        sender: Some("agent-1"),
+        body,
+        direction: Direction::Inbound,
+        msg_type: MsgType::Text,
+    }
+}
+
+fn uuid_of(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+fn load(wasm: &[u8], settings: PluginSettings) -> Plugin {
+    PluginEngine::new().unwrap().load(wasm, settings).unwrap()
+}
+
+#[tokio::test]
+async fn sanitize_in_the_sandbox_gives_the_expected_verdicts() {
+    let plugin = load(bundled::SANITIZE, PluginSettings::new("sanitize"));
+    let table = [
+        ("Hello there", Verdict::Allow),
+        ("a < b > c, Tom & Jerry, I <3 you", Verdict::Allow),
+        ("👍🏽 Привет こんにちは مرحبا", Verdict::Allow),
+        ("<script>alert(1)</script>hi", Verdict::Rewrite("hi".into())),
+        (
+            "<img src=x onerror=alert(1)>pic",
+            Verdict::Rewrite("pic".into()),
+        ),
+        (
+            "<a href=\"javascript:alert(1)\">click</a>",
+            Verdict::Rewrite("click".into()),
+        ),
+        (
+            "invoice\u{202E}fdp.exe",
+            Verdict::Rewrite("invoicefdp.exe".into()),
+        ),
+        ("cafe\u{301}", Verdict::Rewrite("caf\u{e9}".into())),
+    ];
+    for (input, expected) in table {
+        assert_eq!(
+            plugin.check(candidate(input)).await.unwrap(),
+            expected,
+            "{input:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn moderation_in_the_sandbox_reads_its_configuration() {
+    let config =
+        r#"{ "default": { "block": ["free money"], "flag": ["refund"] }, "max_links": 1 }"#;
+    let plugin = load(
+        bundled::MODERATION,
+        PluginSettings::new("moderation").config(config),
+    );
+    assert!(matches!(
+        plugin.check(candidate("f.r.e.e m0ney!!")).await.unwrap(),
+        Verdict::Reject(_)
+    ));
+    assert!(matches!(
+        plugin.check(candidate("I want a r3fund")).await.unwrap(),
+        Verdict::Flag(_)
+    ));
+    assert!(matches!(
+        plugin
+            .check(candidate("see http://a.example http://b.example"))
+            .await
+            .unwrap(),
+        Verdict::Flag(_)
+    ));
+    assert_eq!(
+        plugin.check(candidate("Where is my order?")).await.unwrap(),
+        Verdict::Allow
+    );
+    let bad = PluginEngine::new().unwrap().load(
+        bundled::MODERATION,
+        PluginSettings::new("moderation").config("{"),
+    );
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("refused its configuration")
+    );
+}
+
+#[tokio::test]
+async fn the_template_plugin_works_as_the_guide_says() {
+    let plugin = load(
+        bundled::TEMPLATE,
+        PluginSettings::new("template").config("unsubscribe"),
+    );
+    assert!(matches!(
+        plugin
+            .check(candidate("please UNSUBSCRIBE me"))
+            .await
+            .unwrap(),
+        Verdict::Reject(_)
+    ));
+    assert_eq!(
+        plugin.check(candidate("hello")).await.unwrap(),
+        Verdict::Allow
+    );
+}
+
+fn hostile(mode: &str, deadline: Duration) -> Plugin {
+    load(
+        bundled::HOSTILE,
+        PluginSettings::new(format!("hostile-{mode}"))
+            .config(mode)
+            .deadline(deadline),
+    )
+}
+
+/// After a failure, the next message runs on a fresh instance and gets its verdict.
+async fn recovers(plugin: &Plugin) {
+    let before = plugin.stats().instances;
+    assert_eq!(
+        plugin.check(candidate("behave")).await.unwrap(),
+        Verdict::Allow
+    );
+    assert!(
+        plugin.stats().instances > before,
+        "a new instance replaced the failed one"
+    );
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_stopped_at_the_deadline() {
+    let plugin = hostile("spin", Duration::from_millis(20));
+    let started = Instant::now();
+    let e = plugin.check(candidate("go")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, ModerationError::Timeout(_)), "{e}");
+    assert!(took < Duration::from_millis(500), "stopped after {took:?}");
+    assert_eq!(plugin.stats().timeouts, 1);
+    recovers(&plugin).await;
+    eprintln!("hostile spin: stopped after {took:?} (deadline 20 ms)");
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_cap_and_traps() {
+    let plugin = load(
+        bundled::HOSTILE,
+        PluginSettings::new("hostile-memory")
+            .config("memory")
+            .memory_limit(16 << 20)
+            .deadline(Duration::from_secs(2)),
+    );
+    let started = Instant::now();
+    let e = plugin.check(candidate("go")).await.unwrap_err();
+    assert!(matches!(e, ModerationError::Failed { .. }), "{e}");
+    assert_eq!(plugin.stats().traps, 1);
+    recovers(&plugin).await;
+    eprintln!(
+        "hostile memory: trapped at the 16 MiB cap after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_trap_is_contained() {
+    let plugin = hostile("trap", Duration::from_millis(200));
+    let e = plugin.check(candidate("go")).await.unwrap_err();
+    assert!(matches!(e, ModerationError::Failed { .. }), "{e}");
+    recovers(&plugin).await;
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    let plugin = hostile("huge", Duration::from_secs(2));
+    let e = plugin.check(candidate("go")).await.unwrap_err();
+    assert!(matches!(e, ModerationError::InvalidOutput { .. }), "{e}");
+    assert_eq!(plugin.stats().oversized, 1);
+}
+
+#[tokio::test]
+async fn logs_are_bounded() {
+    let plugin = hostile("logs", Duration::from_secs(5));
+    assert_eq!(plugin.check(candidate("go")).await.unwrap(), Verdict::Allow);
+    let stats = plugin.stats();
+    assert!(stats.logs_dropped >= 9_000, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_spinning_plugins_never_block_the_runtime() {
+    let spin = hostile("spin", Duration::from_millis(50));
+    let slow = hostile("slow", Duration::from_secs(5));
+    // Eight hostile calls at once, while the runtime keeps answering a timer.
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let p = if i % 2 == 0 {
+            spin.clone()
+        } else {
+            slow.clone()
+        };
+        calls.push(tokio::spawn(async move { p.check(candidate("go")).await }));
+    }
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        worst = worst.max(t.elapsed());
+    }
+    for c in calls {
+        let _ = c.await.unwrap();
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "a 5 ms timer took {worst:?}: the runtime was blocked"
+    );
+    eprintln!(
+        "hostile slow+spin: 8 calls, runtime timer worst {worst:?} over {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn fail_open_lets_the_message_through_and_fail_closed_does_not() {
+    use livechat_core::store::{NewContact, NewWorkspace};
+    use livechat_core::{Limits, LiveChat, Publish};
+    for (policy, passes) in [(FailurePolicy::Closed, false), (FailurePolicy::Open, true)] {
+        let plugin = load(
+            bundled::HOSTILE,
+            PluginSettings::new("hostile-trap")
+                .config("trap")
+                .failure_policy(policy),
+        );
+        let (_layer, chat) = LiveChat::builder()
+            .moderator(plugin)
+            .limits(Limits::default())
+            .build_layer();
+        let ws = WorkspaceId::new_v4();
+        chat.create_workspace(NewWorkspace {
+            id: ws,
+            name: "w".into(),
+            phone: None,
+        })
+        .await
+        .unwrap();
+        let contact = ContactId::new_v4();
+        chat.create_contact(NewContact {
+            id: contact,
+            workspace_id: ws,
+            name: "c".into(),
+            phone: None,
+        })
+        .await
+        .unwrap();
+        let r = chat
+            .publish(Publish::new(contact, Direction::Inbound, "hello"))
+            .await;
+        assert_eq!(r.is_ok(), passes, "{policy:?}: {r:?}");
+    }
+}
