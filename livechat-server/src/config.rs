@@ -177,6 +177,42 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_MAX_PENDING_PER_SOCKET", default_value_t = 64)]
     pub max_pending_per_socket: usize,
 
+    /// Bundled plugins to run, in order, comma-separated (`sanitize`, `moderation`);
+    /// `none` for none.
+    #[arg(
+        long,
+        env = "LIVECHAT_PLUGINS",
+        value_delimiter = ',',
+        default_value = "sanitize,moderation"
+    )]
+    pub plugins: Vec<String>,
+
+    /// More plugins: paths of `.wasm` components, run after the bundled ones.
+    #[arg(long, env = "LIVECHAT_PLUGIN_PATHS", value_delimiter = ',')]
+    pub plugin_paths: Vec<PathBuf>,
+
+    /// A JSON file with the `moderation` plugin's configuration (word lists per
+    /// workspace, link and flood limits); see plugins/README.md.
+    #[arg(long, env = "LIVECHAT_MODERATION_CONFIG")]
+    pub moderation_config: Option<PathBuf>,
+
+    /// A JSON file with the `sanitize` plugin's configuration (`max_chars`).
+    #[arg(long, env = "LIVECHAT_SANITIZE_CONFIG")]
+    pub sanitize_config: Option<PathBuf>,
+
+    /// Longest a plugin may take for one message, in milliseconds.
+    #[arg(long, env = "LIVECHAT_PLUGIN_DEADLINE_MS", default_value_t = 20)]
+    pub plugin_deadline_ms: u64,
+
+    /// Memory a plugin instance may use, in MiB.
+    #[arg(long, env = "LIVECHAT_PLUGIN_MEMORY_MB", default_value_t = 64)]
+    pub plugin_memory_mb: usize,
+
+    /// When a plugin fails (trap, deadline, memory), let the message through instead
+    /// of refusing it.
+    #[arg(long, env = "LIVECHAT_PLUGIN_FAIL_OPEN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub plugin_fail_open: bool,
+
     /// Create the demo workspace, contact and agent on start, and print a token.
     #[arg(long, env = "LIVECHAT_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
@@ -285,6 +321,13 @@ impl std::fmt::Debug for Config {
             .field("max_recovery_messages", &self.max_recovery_messages)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
             .field("max_pending_per_socket", &self.max_pending_per_socket)
+            .field("plugins", &self.plugins)
+            .field("plugin_paths", &self.plugin_paths)
+            .field("moderation_config", &self.moderation_config)
+            .field("sanitize_config", &self.sanitize_config)
+            .field("plugin_deadline_ms", &self.plugin_deadline_ms)
+            .field("plugin_memory_mb", &self.plugin_memory_mb)
+            .field("plugin_fail_open", &self.plugin_fail_open)
             .field("demo", &self.demo)
             .field("log_format", &self.log_format)
             .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use livechat_core::auth::JwtAuthenticator;
+use livechat_core::moderation::FailurePolicy;
 use livechat_core::store::sqlite::Durability;
 use livechat_core::store::{SqliteStore, SqliteStoreOptions};
 use livechat_core::{LiveChat, TrustedProxies};
+use livechat_plugins::{Plugin, PluginEngine, PluginSettings, bundled};
 use tokio::net::TcpListener;
 
 pub mod config;
@@ -53,7 +55,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
 
     let (authenticator, signing_secret) = authenticator(config)?;
     let origins = config.origin_policy();
-    let (layer, chat) = LiveChat::builder()
+    let mut builder = LiveChat::builder();
+    for plugin in load_plugins(config)? {
+        builder = builder.moderator(plugin);
+    }
+    let (layer, chat) = builder
         .store(store.clone())
         .authenticator(authenticator)
         .limits(config.limits())
@@ -136,6 +142,59 @@ pub async fn run(
     }
     server.store.close().await;
     Ok(())
+}
+
+/// The bundled plugins asked for, then the operator's own, in that order.
+fn load_plugins(config: &Config) -> anyhow::Result<Vec<Plugin>> {
+    let wanted: Vec<&str> = config
+        .plugins
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty() && *p != "none")
+        .collect();
+    if wanted.is_empty() && config.plugin_paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let engine = PluginEngine::new()?;
+    let settings =
+        |name: &str, config_file: Option<&std::path::Path>| -> anyhow::Result<PluginSettings> {
+            let text = match config_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                None => String::new(),
+            };
+            Ok(PluginSettings::new(name)
+                .config(text)
+                .deadline(std::time::Duration::from_millis(config.plugin_deadline_ms))
+                .memory_limit(config.plugin_memory_mb << 20)
+                .failure_policy(if config.plugin_fail_open {
+                    FailurePolicy::Open
+                } else {
+                    FailurePolicy::Closed
+                }))
+        };
+    let mut plugins = Vec::new();
+    for name in wanted {
+        let (wasm, file) = match name {
+            "sanitize" => (bundled::SANITIZE, config.sanitize_config.as_deref()),
+            "moderation" => (bundled::MODERATION, config.moderation_config.as_deref()),
+            other => anyhow::bail!(
+                "unknown bundled plugin `{other}` (there are `sanitize` and `moderation`)"
+            ),
+        };
+        plugins.push(engine.load(wasm, settings(name, file)?)?);
+        tracing::info!(plugin = name, "plugin loaded");
+    }
+    for path in &config.plugin_paths {
+        let wasm =
+            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
+        plugins.push(engine.load(&wasm, settings(&name, None)?)?);
+        tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
+    }
+    Ok(plugins)
 }
 
 async fn open_store(

@@ -58,13 +58,22 @@ async fn shutdown_signal() {
     }
 }
 
-/// The log filter: `RUST_LOG`, or `info`. socketioxide and engineioxide log raw packets
-/// — tokens and message bodies included — at debug and trace, so they stay at `info`
-/// unless `RUST_LOG` names them explicitly.
+/// Targets held at `info` unless `RUST_LOG` names them: socketioxide and engineioxide
+/// log raw packets — tokens and message bodies included — at debug and trace; the
+/// wasm compiler logs every function it compiles.
+const NOISY_OR_LEAKY: [&str; 5] = [
+    "socketioxide",
+    "engineioxide",
+    "cranelift",
+    "wasmtime",
+    "regalloc2",
+];
+
+/// The log filter: `RUST_LOG`, or `info`, with [`NOISY_OR_LEAKY`] held at `info`.
 fn log_filter(rust_log: Option<&str>) -> EnvFilter {
     let spec = rust_log.unwrap_or("info");
     let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
-    for target in ["socketioxide", "engineioxide"] {
+    for target in NOISY_OR_LEAKY {
         if !spec.contains(target)
             && let Ok(directive) = format!("{target}=info").parse()
         {

@@ -202,6 +202,13 @@ impl SocketClient {
     }
 
     pub(crate) async fn call(&self, event: &str, payload: Value) -> Value {
+        let reply = self.call_raw(event, payload).await;
+        assert_eq!(reply["ok"], true, "`{event}` failed: {reply}");
+        reply["data"].clone()
+    }
+
+    /// Emits with an ack and returns the whole reply, `ok: false` included.
+    pub(crate) async fn call_raw(&self, event: &str, payload: Value) -> Value {
         let (tx, rx) = oneshot::channel();
         let tx = Arc::new(Mutex::new(Some(tx)));
         self.client
@@ -222,12 +229,10 @@ impl SocketClient {
             })
             .await
             .expect("emit_with_ack");
-        let reply = tokio::time::timeout(WAIT, rx)
+        tokio::time::timeout(WAIT, rx)
             .await
             .unwrap_or_else(|_| panic!("no ack for `{event}`"))
-            .unwrap();
-        assert_eq!(reply["ok"], true, "`{event}` failed: {reply}");
-        reply["data"].clone()
+            .unwrap()
     }
 
     pub(crate) async fn next(&mut self, name: &str) -> Value {
@@ -257,14 +262,19 @@ pub(crate) async fn spawn_binary(
     dir: &std::path::Path,
     args: &[&str],
 ) -> (tokio::process::Child, Banner) {
-    spawn(dir, args, None).await
+    let (child, banner, _) = spawn(dir, args, None).await;
+    (child, banner)
 }
 
 async fn spawn(
     dir: &std::path::Path,
     args: &[&str],
     log_filter: Option<&str>,
-) -> (tokio::process::Child, Banner) {
+) -> (
+    tokio::process::Child,
+    Banner,
+    Option<tokio::task::JoinHandle<String>>,
+) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_livechat-server"));
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("LIVECHAT_")) {
@@ -285,6 +295,15 @@ async fn spawn(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // Drain stderr from the start: a full pipe would stop the server mid-log.
+    let logs = child.stderr.take().map(|mut stderr| {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        })
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut url, mut workspace, mut contact, mut token) = (None, None, None, None);
     while token.is_none() {
@@ -316,7 +335,7 @@ async fn spawn(
         contact: contact.expect("contact printed"),
         token: token.unwrap(),
     };
-    (child, banner)
+    (child, banner, logs)
 }
 
 impl SocketClient {
@@ -362,13 +381,20 @@ impl TestServer {
     }
 }
 
-/// [`spawn_binary`] with `RUST_LOG=filter` and its stderr handed back.
+/// [`spawn_binary`] with `RUST_LOG=filter`; the task collects its stderr until it exits.
 pub(crate) async fn spawn_binary_with_logs(
     dir: &std::path::Path,
     args: &[&str],
     filter: &str,
-) -> (tokio::process::Child, Banner, tokio::process::ChildStderr) {
-    let (mut child, banner) = spawn(dir, args, Some(filter)).await;
-    let stderr = child.stderr.take().unwrap();
-    (child, banner, stderr)
+) -> (
+    tokio::process::Child,
+    Banner,
+    tokio::task::JoinHandle<String>,
+) {
+    let (child, banner, logs) = spawn(dir, args, Some(filter)).await;
+    (
+        child,
+        banner,
+        logs.expect("stderr is piped when logs are asked for"),
+    )
 }

@@ -6,5 +6,6 @@ mod binary;
 mod crash;
 mod harness;
 mod js;
+mod plugins;
 mod rest;
 mod security;

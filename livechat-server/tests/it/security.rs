@@ -6,7 +6,6 @@ use std::time::Duration;
 use reqwest::Method;
 use rust_socketio::TransportType;
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 
 use crate::harness::{ADMIN, SECRET, SocketClientBuilder, TestServer, spawn_binary_with_logs};
 
@@ -88,7 +87,7 @@ async fn cors_echoes_only_allowed_origins_and_never_a_wildcard() {
 #[tokio::test]
 async fn logs_never_carry_tokens_or_secrets_even_at_debug() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, banner, mut logs) = spawn_binary_with_logs(
+    let (mut child, banner, logs) = spawn_binary_with_logs(
         dir.path(),
         &[
             "--bind",
@@ -152,8 +151,7 @@ async fn logs_never_carry_tokens_or_secrets_even_at_debug() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    let mut text = String::new();
-    logs.read_to_string(&mut text).await.unwrap();
+    let text = logs.await.unwrap();
     assert!(
         text.contains("DEBUG") || text.contains("debug"),
         "debug logs were written: {text}"
