@@ -10,7 +10,7 @@ use livechat_plugins::{PluginEngine, PluginSettings, bundled};
 
 const BODY: &str = "Hi! I ordered the blue jacket last Tuesday (order #48213) and the tracking page \
                     still says 'label created'. Could you check whether it has shipped? Thanks a lot, \
-                    Maria — see you soon";
+                    Maria — see you soon, have a nice day!";
 
 fn plugins(c: &mut Criterion) {
     assert!((190..=210).contains(&BODY.len()), "a typical body is about 200 bytes: {}", BODY.len());
