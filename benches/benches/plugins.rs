@@ -1,7 +1,10 @@
 //! The per-message cost of each bundled plugin in its sandbox, on a typical 200-byte
 //! body. Run: `cargo bench -p livechat-benches --bench plugins`
 
-#![expect(missing_docs, reason = "criterion_group! generates an undocumented function")]
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use livechat_core::model::{ContactId, Direction, MsgType, WorkspaceId};
@@ -13,7 +16,11 @@ const BODY: &str = "Hi! I ordered the blue jacket last Tuesday (order #48213) an
                     Maria — see you soon, have a nice day!";
 
 fn plugins(c: &mut Criterion) {
-    assert!((190..=210).contains(&BODY.len()), "a typical body is about 200 bytes: {}", BODY.len());
+    assert!(
+        (190..=210).contains(&BODY.len()),
+        "a typical body is about 200 bytes: {}",
+        BODY.len()
+    );
     let engine = PluginEngine::new().unwrap();
     let moderation_config = r#"{ "default": { "block": ["free money", "viagra", "crypto giveaway"], "flag": ["refund", "lawyer", "chargeback"] } }"#;
     let cases = [
@@ -30,7 +37,9 @@ fn plugins(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("plugins");
     for (name, wasm, config) in cases {
-        let plugin = engine.load(wasm, PluginSettings::new(name).config(config)).unwrap();
+        let plugin = engine
+            .load(wasm, PluginSettings::new(name).config(config))
+            .unwrap();
         group.bench_function(format!("{name}/200_bytes"), |b| {
             b.iter(|| plugin.check_blocking(candidate).unwrap())
         });
@@ -43,7 +52,9 @@ fn plugins(c: &mut Criterion) {
         b.iter(|| livechat_plugin_rules::sanitize::check(&sanitize, BODY))
     });
     let rules = livechat_plugin_rules::moderation::Rules::parse(moderation_config).unwrap();
-    native.bench_function("moderation/200_bytes", |b| b.iter(|| rules.check("ws", BODY)));
+    native.bench_function("moderation/200_bytes", |b| {
+        b.iter(|| rules.check("ws", BODY))
+    });
     native.finish();
 }
 

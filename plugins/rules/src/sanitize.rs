@@ -36,34 +36,42 @@ impl Config {
     }
 }
 
-/// Sanitizes `body`: `Allow` if nothing changes, otherwise `Rewrite`.
+/// How many rounds of stripping a body may need. Each round removes what the one
+/// before exposed; honest text needs one or two.
+const MAX_ROUNDS: usize = 8;
+
+/// Sanitizes `body`: `Allow` if nothing changes, `Rewrite` if something does, and
+/// `Reject` for markup nested so deep that stripping does not settle.
 pub fn check(config: &Config, body: &str) -> Verdict {
-    let clean = sanitize(config, body);
-    if clean == body {
-        Verdict::Allow
-    } else {
-        Verdict::Rewrite(clean)
+    match sanitize(config, body) {
+        Some(clean) if clean == body => Verdict::Allow,
+        Some(clean) => Verdict::Rewrite(clean),
+        None => Verdict::Reject("markup nested too deeply".into()),
     }
 }
 
-/// The sanitized text.
-pub fn sanitize(config: &Config, body: &str) -> String {
-    // Removing one tag can join the text around it into a new one
-    // (`<scr<b>ipt>`), so strip until nothing changes, a bounded number of times.
+/// The sanitized text, or `None` when stripping does not settle within the bound.
+pub fn sanitize(config: &Config, body: &str) -> Option<String> {
+    // Removing one tag or URL can join the text around it into a new one
+    // (`<scr<b>ipt>`), so strip until nothing changes.
     let mut text = strip_controls(body);
-    for _ in 0..8 {
-        let next = strip_markup(&text);
+    let mut settled = false;
+    for _ in 0..MAX_ROUNDS {
+        let next = strip_dangerous_urls(&strip_markup(&text));
         if next == text {
+            settled = true;
             break;
         }
         text = next;
     }
-    let text = strip_dangerous_urls(&text);
+    if !settled {
+        return None;
+    }
     let text: String = text.nfc().collect();
-    match text.char_indices().nth(config.max_chars) {
+    Some(match text.char_indices().nth(config.max_chars) {
         Some((cut, _)) => text[..cut].to_owned(),
         None => text,
-    }
+    })
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -123,6 +131,18 @@ fn tag_at(rest: &str) -> Option<(usize, String)> {
     None
 }
 
+/// Whether `rest` starts with `<script` (or another raw element) as a whole tag name:
+/// as in HTML, the name ends at whitespace, `/`, `>` or the end of the text.
+fn opens_raw_element(rest: &str) -> bool {
+    let lower = rest.get(1..).unwrap_or_default().to_ascii_lowercase();
+    RAW_ELEMENTS.iter().any(|name| {
+        lower.strip_prefix(name).is_some_and(|after| {
+            after.is_empty()
+                || after.starts_with(|c: char| c.is_whitespace() || c == '/' || c == '>')
+        })
+    })
+}
+
 fn strip_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -146,6 +166,9 @@ fn strip_markup(text: &str) -> String {
                     };
                 }
             }
+            // An element of code that never closes its tag (`<script src=x` to the
+            // end) is dropped with everything after it, as a browser would swallow it.
+            None if opens_raw_element(rest) => rest = "",
             None => {
                 out.push('<');
                 rest = &rest[1..];
@@ -199,7 +222,7 @@ mod tests {
     use super::*;
 
     fn clean(s: &str) -> String {
-        sanitize(&Config::default(), s)
+        sanitize(&Config::default(), s).expect("settles")
     }
 
     #[test]
@@ -245,6 +268,8 @@ mod tests {
                 "after",
             ),
             ("<scr<script>ipt>alert(1)</script>", "<scr"),
+            ("hello <script src=https://evil.example/x.js", "hello "),
+            ("<scr<scriptipt!a", "<scr<scriptipt!a"),
             ("<<SCRIPT>alert(\"XSS\");//\\<</SCRIPT>", "<"),
             (
                 "<STYLE>li {list-style-image: url(\"javascript:alert('XSS')\");}</STYLE>ok",
@@ -280,8 +305,8 @@ mod tests {
     #[test]
     fn length_is_enforced_on_characters() {
         let config = Config { max_chars: 5 };
-        assert_eq!(sanitize(&config, "héllo world"), "héllo");
-        assert_eq!(sanitize(&config, "👍👍👍👍👍👍"), "👍👍👍👍👍");
+        assert_eq!(sanitize(&config, "héllo world").unwrap(), "héllo");
+        assert_eq!(sanitize(&config, "👍👍👍👍👍👍").unwrap(), "👍👍👍👍👍");
     }
 
     #[test]
@@ -289,6 +314,12 @@ mod tests {
         let c = Config::default();
         assert_eq!(check(&c, "hello"), Verdict::Allow);
         assert_eq!(check(&c, "<b>hi</b>"), Verdict::Rewrite("hi".into()));
+        let nested = format!("{}{}", "<b".repeat(12), ">".repeat(12)); // 12 rounds to settle
+        assert!(
+            matches!(check(&c, &nested), Verdict::Reject(_)),
+            "{:?}",
+            check(&c, &nested)
+        );
         assert_eq!(Config::parse(""), Ok(Config::default()));
         assert_eq!(
             Config::parse(r#"{"max_chars": 10}"#),
