@@ -193,13 +193,13 @@ pub fn json_depth(value: &serde_json::Value) -> usize {
     let mut max = 0;
     let mut stack = vec![(value, 0usize)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
-            serde_json::Value::Array(items) => Box::new(items.iter()),
-            serde_json::Value::Object(map) => Box::new(map.values()),
+        // Every request passes here: no allocation per node, only the one stack.
+        match v {
+            serde_json::Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+            serde_json::Value::Object(map) => stack.extend(map.values().map(|c| (c, depth + 1))),
             _ => continue,
-        };
+        }
         max = max.max(depth + 1);
-        stack.extend(children.map(|c| (c, depth + 1)));
     }
     max
 }

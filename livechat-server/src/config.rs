@@ -227,11 +227,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration with every default, as if no flag or variable were set.
-    pub fn defaults() -> Self {
-        Self::parse_from(["livechat-server"])
-    }
-
     /// The shutdown bound.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)

@@ -500,3 +500,36 @@ async fn a_half_open_connection_is_closed_by_the_handshake_timeout() {
         "a connection without a namespace connect was kept past the timeout"
     );
 }
+
+#[tokio::test]
+async fn a_socket_with_too_many_requests_pending_is_told_at_once() {
+    let mut limits = Limits::default();
+    limits.max_pending_per_socket = 1;
+    // Every commit takes 300 ms, so requests pile up behind the first one.
+    let server = Server::start_with(
+        crate::harness::SlowStore::new(Duration::from_millis(300)),
+        limits,
+    )
+    .await;
+    let agent = server.connect("alice").await;
+    let sends = (0..4).map(|i| {
+        agent.call(
+            "send_message",
+            json!({ "contactId": server.contact, "body": format!("p{i}") }),
+        )
+    });
+    let replies = futures_util::future::join_all(sends).await;
+    let ok = replies.iter().filter(|r| r["ok"] == true).count();
+    let busy: Vec<_> = replies
+        .iter()
+        .filter(|r| r["error"]["code"] == "rate_limited")
+        .collect();
+    // One in progress and one queued at most; the rest are refused, with a retry hint.
+    assert!((1..=2).contains(&ok), "{replies:?}");
+    assert_eq!(ok + busy.len(), 4, "{replies:?}");
+    assert!(
+        busy.iter()
+            .all(|r| r["error"]["retry_after_ms"].as_u64().is_some()),
+        "{busy:?}"
+    );
+}

@@ -190,10 +190,23 @@ impl TestClient {
 
     /// Emits with an ack callback and returns the ack's first argument.
     pub(crate) async fn call(&self, event: &str, payload: Value) -> Value {
+        self.try_call(event, payload, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no ack for `{event}` within {WAIT:?}"))
+    }
+
+    /// Emits with an ack callback; the ack's first argument, or `None` if none comes
+    /// within `within` (the connection is gone).
+    pub(crate) async fn try_call(
+        &self,
+        event: &str,
+        payload: Value,
+        within: Duration,
+    ) -> Option<Value> {
         let (tx, rx) = oneshot::channel();
         let tx = Arc::new(Mutex::new(Some(tx)));
         self.client
-            .emit_with_ack(event, payload, WAIT, move |p: Payload, _| {
+            .emit_with_ack(event, payload, within, move |p: Payload, _| {
                 if let (Payload::Text(mut v), Some(tx)) = (p, tx.lock().unwrap().take()) {
                     let first = if v.is_empty() {
                         Value::Null
@@ -210,36 +223,8 @@ impl TestClient {
                 async {}.boxed()
             })
             .await
-            .expect("emit_with_ack");
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .unwrap_or_else(|_| panic!("no ack for `{event}` within {WAIT:?}"))
-            .expect("ack sender dropped")
-    }
-
-    /// Emits with an ack callback; `None` if no ack comes within `within`.
-    pub(crate) async fn try_call(
-        &self,
-        event: &str,
-        payload: Value,
-        within: Duration,
-    ) -> Option<Value> {
-        let (tx, rx) = oneshot::channel();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        self.client
-            .emit_with_ack(event, payload, within, move |p: Payload, _| {
-                if let (Payload::Text(v), Some(tx)) = (p, tx.lock().unwrap().take()) {
-                    let _ = tx.send(v);
-                }
-                async {}.boxed()
-            })
-            .await
             .ok()?;
-        tokio::time::timeout(within, rx)
-            .await
-            .ok()?
-            .ok()
-            .map(Value::Array)
+        tokio::time::timeout(within, rx).await.ok()?.ok()
     }
 
     /// `call`, asserting `ok: true`, returning `data`.

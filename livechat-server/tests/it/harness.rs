@@ -209,30 +209,9 @@ impl SocketClient {
 
     /// Emits with an ack and returns the whole reply, `ok: false` included.
     pub(crate) async fn call_raw(&self, event: &str, payload: Value) -> Value {
-        let (tx, rx) = oneshot::channel();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        self.client
-            .emit_with_ack(event, payload, WAIT, move |p: Payload, _| {
-                if let (Payload::Text(mut v), Some(tx)) = (p, tx.lock().unwrap().take()) {
-                    let first = if v.is_empty() {
-                        Value::Null
-                    } else {
-                        v.remove(0)
-                    };
-                    let first = match first {
-                        Value::Array(mut args) if args.len() == 1 => args.remove(0),
-                        other => other,
-                    };
-                    let _ = tx.send(first);
-                }
-                async {}.boxed()
-            })
+        self.try_call(event, payload, WAIT)
             .await
-            .expect("emit_with_ack");
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .unwrap_or_else(|_| panic!("no ack for `{event}`"))
-            .unwrap()
+            .unwrap_or_else(|| panic!("no ack for `{event}` within {WAIT:?}"))
     }
 
     pub(crate) async fn next(&mut self, name: &str) -> Value {
@@ -339,7 +318,8 @@ async fn spawn(
 }
 
 impl SocketClient {
-    /// Emits with an ack; `None` when no ack comes within `within` (server gone).
+    /// Emits with an ack callback; the ack's first argument, or `None` if none comes
+    /// within `within` (the connection is gone).
     pub(crate) async fn try_call(
         &self,
         event: &str,
@@ -356,6 +336,7 @@ impl SocketClient {
                     } else {
                         v.remove(0)
                     };
+                    // rust_socketio hands over the ack's argument list as one array.
                     let first = match first {
                         Value::Array(mut args) if args.len() == 1 => args.remove(0),
                         other => other,

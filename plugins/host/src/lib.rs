@@ -364,7 +364,7 @@ impl PluginInner {
             .map_err(|e| fail(format!("{e:#}")))?
             .map_err(fail)?;
         self.counters.instances.fetch_add(1, Ordering::Relaxed);
-        Ok(warm_from(store, instance))
+        Ok(Warm { store, instance })
     }
 
     fn check_out(self: &Arc<Self>) -> Result<Warm, PluginError> {
@@ -401,10 +401,6 @@ impl PluginInner {
             },
         }
     }
-}
-
-fn warm_from(store: Store<HostState>, instance: bindings::Moderator) -> Warm {
-    Warm { store, instance }
 }
 
 fn deadline_ticks(deadline: Duration) -> u64 {
