@@ -423,3 +423,88 @@ async fn racing_retries_store_once<S: Store>(store: Arc<S>) {
     let page = store.sync(SyncScope::Workspace(ws), 0, 50).await.unwrap();
     assert_eq!(page.messages.len(), 1);
 }
+
+/// A database of its own for one test, on the server named by
+/// `LIVECHAT_TEST_POSTGRES_URL` (feature `postgres`).
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct ScratchDatabase {
+    /// The new database's URL.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+#[cfg(feature = "postgres")]
+impl ScratchDatabase {
+    /// The environment variable that names the test server.
+    pub const ENV: &'static str = "LIVECHAT_TEST_POSTGRES_URL";
+
+    /// Creates an empty database for `test`, or returns `None` (and says on stderr that
+    /// `test` was skipped) when [`Self::ENV`] is not set. Panics when it is set but the
+    /// server cannot be reached: a CI run that should test Postgres must not pass
+    /// without it.
+    pub async fn create(test: &str) -> Option<Self> {
+        use sqlx::Connection;
+        let Ok(admin_url) = std::env::var(Self::ENV) else {
+            eprintln!("skipped {test}: {} is not set", Self::ENV);
+            return None;
+        };
+        let name = format!("livechat_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{} is set but Postgres answers: {e}", Self::ENV));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE");
+        let _ = conn.close().await;
+        Some(Self {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        })
+    }
+
+    /// Drops the database, ending any connection still open to it.
+    pub async fn drop_database(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// `url` with its database (the path) replaced by `name`; the query string is kept.
+#[cfg(feature = "postgres")]
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    #[test]
+    fn replaces_the_database_and_keeps_the_rest() {
+        assert_eq!(
+            super::with_database("postgres://u:p@h:5432/test?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
+    }
+}

@@ -196,6 +196,34 @@ proptest! {
     }
 }
 
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_store_matches_the_model() {
+    use livechat_core::store::PostgresStore;
+    use livechat_core::testing::ScratchDatabase;
+    let rt = runtime();
+    let Some(db) = rt.block_on(ScratchDatabase::create("postgres_store_matches_the_model")) else {
+        return;
+    };
+    // One database for every case: each case works in a workspace of its own.
+    let store = rt.block_on(PostgresStore::open(&db.url)).unwrap();
+    let config = ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let outcome = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
+        rt.block_on(check_store(store.clone(), ops))
+    });
+    rt.block_on(async {
+        store.close().await;
+        db.drop_database().await;
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+}
+
 /// What agents do over sockets.
 #[derive(Clone, Debug)]
 enum Live {
@@ -237,8 +265,8 @@ impl Agent {
     }
 }
 
-async fn check_live(ops: Vec<Live>) -> Result<(), TestCaseError> {
-    let server = Server::start().await;
+async fn check_live(store: impl Store, ops: Vec<Live>) -> Result<(), TestCaseError> {
+    let server = Server::start_with(store, livechat_core::Limits::default()).await;
     let sender = server.connect("alice").await;
     let mut agents = Vec::new();
     for _ in 0..2 {
@@ -334,6 +362,40 @@ proptest! {
     #[test]
     fn live_delivery_with_drops_and_retries_matches_the_model(ops in proptest::collection::vec(live_op(), 1..30)) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-            .block_on(check_live(ops))?;
+            .block_on(check_live(MemoryStore::new(), ops))?;
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn live_delivery_on_postgres_matches_the_model() {
+    use livechat_core::store::PostgresStore;
+    use livechat_core::testing::ScratchDatabase;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = rt.block_on(ScratchDatabase::create(
+        "live_delivery_on_postgres_matches_the_model",
+    )) else {
+        return;
+    };
+    // Every case starts a server with a workspace of its own on the one database.
+    let store = rt.block_on(PostgresStore::open(&db.url)).unwrap();
+    let config = ProptestConfig {
+        cases: 6,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let outcome = runner.run(&proptest::collection::vec(live_op(), 1..30), |ops| {
+        rt.block_on(check_live(store.clone(), ops))
+    });
+    rt.block_on(async {
+        store.close().await;
+        db.drop_database().await;
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
     }
 }

@@ -1,0 +1,530 @@
+//! The Postgres store: the production store, for one node or several.
+//!
+//! The schema (`migrations/postgres`) uses the seed's table and column names with
+//! Postgres types, so it can live in a Supabase project. `seq` is assigned by a
+//! `BEFORE INSERT` trigger from the workspace's counter row; the row lock it takes is
+//! held until commit, so within a workspace `seq` order is commit order even with many
+//! nodes writing, and a reader of `sync(after)` never skips a message that commits
+//! later with a smaller `seq`. An `AFTER INSERT` trigger announces every row on the
+//! `livechat_messages` channel, which the change feed listens to.
+
+use std::time::Duration;
+
+use chrono::SubsecRound;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Acquire, Postgres, Row, Transaction};
+
+use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope};
+use crate::error::StoreError;
+use crate::model::{
+    Contact, ContactId, Message, MessageId, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
+};
+
+/// Settings of a [`PostgresStore`].
+#[derive(Clone, Debug)]
+pub struct PostgresStoreOptions {
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+}
+
+impl Default for PostgresStoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PostgresStoreOptions {
+    /// Defaults: 10 connections, 5 s acquire time-out, 10 s statement time-out.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connections in the pool. Defaults to 10.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a request waits for a free connection before `unavailable`. Defaults to 5 s.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// The longest a statement may run (Postgres `statement_timeout`). Defaults to 10 s.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+}
+
+/// A store on a PostgreSQL database.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), livechat_core::error::StoreError> {
+/// use livechat_core::store::PostgresStore;
+/// let store = PostgresStore::open("postgres://livechat@127.0.0.1/livechat").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// `SELECT <message columns> FROM livechat_messages ` followed by the rest of a query.
+/// A macro, so that every query stays a `'static` literal (sqlx audits dynamic SQL).
+macro_rules! select_messages {
+    ($($rest:literal),+) => {
+        concat!(
+            "SELECT id, contact_id, workspace_id, sender, body, is_read, direction, status, \
+             twilio_sid, msg_type, created_at, seq, client_id, moderation_flag \
+             FROM livechat_messages ",
+            $($rest),+
+        )
+    };
+}
+
+impl PostgresStore {
+    /// Connects to and migrates the database at `url` with default options.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, PostgresStoreOptions::default()).await
+    }
+
+    /// Connects to and migrates the database with the given options. Several nodes
+    /// may migrate at once: sqlx serialises migrations with an advisory lock.
+    pub async fn open_with(url: &str, options: PostgresStoreOptions) -> Result<Self, StoreError> {
+        let connect: PgConnectOptions = url.parse().map_err(backend)?;
+        let timeout_ms = options.statement_timeout.as_millis().to_string();
+        let connect = connect.options([("statement_timeout", timeout_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for a host's own queries and for the change feed.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for running statements.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Checks that the database answers, for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    async fn find_by_client_id(
+        conn: &mut sqlx::PgConnection,
+        workspace: WorkspaceId,
+        client_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let row = sqlx::query(select_messages!(
+            "WHERE workspace_id = $1 AND client_id = $2"
+        ))
+        .bind(workspace.0)
+        .bind(client_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    async fn append_in(
+        tx: &mut Transaction<'static, Postgres>,
+        mut new: NewMessage,
+    ) -> Result<Appended, StoreError> {
+        // Postgres keeps microseconds: round first, so the message handed back is the
+        // message a later read returns.
+        new.created_at = new.created_at.trunc_subsecs(6);
+        if let Some(client_id) = &new.client_id
+            && let Some(existing) = Self::find_by_client_id(tx, new.workspace_id, client_id).await?
+        {
+            return Ok(Appended::Duplicate(existing));
+        }
+        // A savepoint per message: a failed statement would otherwise abort the whole
+        // batch, and a concurrent duplicate must give back the counter it bumped.
+        let mut savepoint = tx.begin().await.map_err(map_err)?;
+        let inserted = sqlx::query(
+            "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
+             direction, status, twilio_sid, msg_type, created_at, client_id, moderation_flag) \
+             VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9, $10, $11, $12) \
+             RETURNING seq",
+        )
+        .bind(new.id.0)
+        .bind(new.contact_id.0)
+        .bind(new.workspace_id.0)
+        .bind(&new.sender)
+        .bind(&new.body)
+        .bind(new.direction.as_str())
+        .bind(new.status.as_str())
+        .bind(&new.twilio_sid)
+        .bind(new.msg_type.as_str())
+        .bind(new.created_at)
+        .bind(&new.client_id)
+        .bind(&new.moderation_flag)
+        .fetch_one(&mut *savepoint)
+        .await;
+        match inserted {
+            Ok(row) => {
+                let seq: i64 = row.try_get("seq").map_err(map_err)?;
+                savepoint.commit().await.map_err(map_err)?;
+                Ok(Appended::Inserted(new.into_message(seq)))
+            }
+            Err(e) => {
+                savepoint.rollback().await.map_err(map_err)?;
+                let duplicate_key = e.as_database_error().is_some_and(|db| {
+                    db.is_unique_violation()
+                        && db.constraint() == Some("livechat_messages_workspace_id_client_id_key")
+                });
+                match (&new.client_id, duplicate_key) {
+                    // Another node stored the same key first; its commit is visible now.
+                    (Some(client_id), true) => {
+                        Self::find_by_client_id(tx, new.workspace_id, client_id)
+                            .await?
+                            .map(Appended::Duplicate)
+                            .ok_or_else(|| {
+                                StoreError::Corrupt("a duplicate key with no row".into())
+                            })
+                    }
+                    _ => Err(map_insert_err(e, "contact", "message")),
+                }
+            }
+        }
+    }
+
+    /// The highest `seq` stored in a workspace (0 when it has none).
+    pub async fn last_seq(&self, workspace: WorkspaceId) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM workspaces WHERE id = $1")
+            .bind(workspace.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(seq.unwrap_or(0))
+    }
+}
+
+impl MessageStore for PostgresStore {
+    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let mut results = self.append_batch(vec![message]).await;
+        results
+            .pop()
+            .unwrap_or(Err(StoreError::Corrupt("empty batch result".into())))
+    }
+
+    async fn append_batch(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        let n = messages.len();
+        let failed_all = |e: &sqlx::Error| (0..n).map(|_| Err(map_err_ref(e))).collect::<Vec<_>>();
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return failed_all(&e),
+        };
+        let mut results = Vec::with_capacity(n);
+        for m in messages {
+            results.push(Self::append_in(&mut tx, m).await);
+        }
+        if let Err(e) = tx.commit().await {
+            return failed_all(&e);
+        }
+        results
+    }
+
+    async fn history(
+        &self,
+        contact: ContactId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let rows = sqlx::query(select_messages!(
+            "WHERE contact_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(contact.0)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        page_from_rows(rows, limit)
+    }
+
+    async fn sync(&self, scope: SyncScope, after: i64, limit: u32) -> Result<Page, StoreError> {
+        let (query, id) = match scope {
+            SyncScope::Workspace(id) => (
+                select_messages!("WHERE workspace_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"),
+                id.0,
+            ),
+            SyncScope::Contact(id) => (
+                select_messages!("WHERE contact_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"),
+                id.0,
+            ),
+        };
+        let rows = sqlx::query(query)
+            .bind(id)
+            .bind(after)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        page_from_rows(rows, limit)
+    }
+
+    async fn mark_read(&self, contact: ContactId, up_to: i64) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE livechat_messages SET is_read = true \
+             WHERE contact_id = $1 AND seq <= $2 AND NOT is_read",
+        )
+        .bind(contact.0)
+        .bind(up_to)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(map_err)
+    }
+}
+
+impl Directory for PostgresStore {
+    async fn create_workspace(&self, new: NewWorkspace) -> Result<Workspace, StoreError> {
+        let created_at = chrono::Utc::now().trunc_subsecs(6);
+        sqlx::query("INSERT INTO workspaces (id, name, phone, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(new.id.0)
+            .bind(&new.name)
+            .bind(&new.phone)
+            .bind(created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_insert_err(e, "workspace", "workspace"))?;
+        Ok(Workspace {
+            id: new.id,
+            name: new.name,
+            phone: new.phone,
+            created_at,
+        })
+    }
+
+    async fn workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        let row = sqlx::query("SELECT id, name, phone, created_at FROM workspaces WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| {
+            Ok(Workspace {
+                id: WorkspaceId(r.try_get("id").map_err(map_err)?),
+                name: r.try_get("name").map_err(map_err)?,
+                phone: r.try_get("phone").map_err(map_err)?,
+                created_at: r.try_get("created_at").map_err(map_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
+        let created_at = chrono::Utc::now().trunc_subsecs(6);
+        sqlx::query(
+            "INSERT INTO contacts (id, workspace_id, name, phone, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(new.id.0)
+        .bind(new.workspace_id.0)
+        .bind(&new.name)
+        .bind(&new.phone)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_insert_err(e, "workspace", "contact"))?;
+        Ok(Contact {
+            id: new.id,
+            workspace_id: new.workspace_id,
+            name: new.name,
+            phone: new.phone,
+            created_at,
+        })
+    }
+
+    async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, workspace_id, name, phone, created_at FROM contacts WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| {
+            Ok(Contact {
+                id: ContactId(r.try_get("id").map_err(map_err)?),
+                workspace_id: WorkspaceId(r.try_get("workspace_id").map_err(map_err)?),
+                name: r.try_get("name").map_err(map_err)?,
+                phone: r.try_get("phone").map_err(map_err)?,
+                created_at: r.try_get("created_at").map_err(map_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn add_member(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(workspace.0)
+        .bind(user.as_str())
+        .bind(role.as_str())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| map_insert_err(e, "workspace", "member"))
+    }
+
+    async fn remove_member(
+        &self,
+        workspace: WorkspaceId,
+        user: &UserId,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
+            .bind(workspace.0)
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() > 0)
+            .map_err(map_err)
+    }
+
+    async fn member_role(
+        &self,
+        workspace: WorkspaceId,
+        user: &UserId,
+    ) -> Result<Option<Role>, StoreError> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+        )
+        .bind(workspace.0)
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        role.map(|r| {
+            r.parse()
+                .map_err(|e: crate::model::UnknownVariant| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+}
+
+fn page_from_rows(rows: Vec<PgRow>, limit: u32) -> Result<Page, StoreError> {
+    let has_more = rows.len() > limit as usize;
+    let messages = rows
+        .iter()
+        .take(limit as usize)
+        .map(message_from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(Page { messages, has_more })
+}
+
+fn message_from_row(r: &PgRow) -> Result<Message, StoreError> {
+    Ok(Message {
+        id: MessageId(r.try_get("id").map_err(map_err)?),
+        contact_id: ContactId(r.try_get("contact_id").map_err(map_err)?),
+        workspace_id: WorkspaceId(r.try_get("workspace_id").map_err(map_err)?),
+        sender: r.try_get("sender").map_err(map_err)?,
+        body: r.try_get("body").map_err(map_err)?,
+        is_read: r.try_get("is_read").map_err(map_err)?,
+        direction: parse(r, "direction")?,
+        status: parse(r, "status")?,
+        twilio_sid: r.try_get("twilio_sid").map_err(map_err)?,
+        msg_type: parse(r, "msg_type")?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+        seq: r.try_get("seq").map_err(map_err)?,
+        client_id: r.try_get("client_id").map_err(map_err)?,
+        moderation_flag: r.try_get("moderation_flag").map_err(map_err)?,
+        reactions: Vec::new(),
+    })
+}
+
+fn parse<T>(row: &PgRow, column: &str) -> Result<T, StoreError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(column).map_err(map_err)?;
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{column} = {text:?}: {e}")))
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Postgres SQLSTATE classes that mean "try again later": connection exceptions (08),
+/// insufficient resources (53), operator intervention such as a shutdown (57), and
+/// serialization failures or deadlocks (40).
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            ["08", "53", "57", "40"]
+                .iter()
+                .any(|class| c.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    if is_transient(&e) {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        backend(e)
+    }
+}
+
+fn map_err_ref(e: &sqlx::Error) -> StoreError {
+    // sqlx errors are not Clone: keep the text, with the same classification.
+    let text: Box<dyn std::error::Error + Send + Sync> = e.to_string().into();
+    if is_transient(e) {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+/// Maps an insert's failure: a broken foreign key means `missing` does not exist,
+/// a unique violation is a conflict.
+fn map_insert_err(e: sqlx::Error, missing: &'static str, existing: &'static str) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound(missing);
+        }
+        if db.is_unique_violation() {
+            return StoreError::Conflict(existing);
+        }
+    }
+    map_err(e)
+}
