@@ -6,6 +6,7 @@ use socketioxide::SocketIo;
 
 use crate::auth::{Authenticator, DynAuthenticator, Identity};
 use crate::chat::LiveChat;
+use crate::cluster::Fanout;
 use crate::config::Limits;
 use crate::error::AuthError;
 use crate::guard::{OriginPolicy, TrustedProxies};
@@ -32,6 +33,7 @@ pub struct LiveChatBuilder {
     origins: OriginPolicy,
     trusted_proxies: TrustedProxies,
     moderators: Vec<Arc<dyn DynModerator>>,
+    fanout: Option<Arc<dyn Fanout>>,
     ping_interval: Option<std::time::Duration>,
     ping_timeout: Option<std::time::Duration>,
 }
@@ -88,6 +90,13 @@ impl LiveChatBuilder {
         self
     }
 
+    /// Where this node announces each message it commits, for other nodes on the same
+    /// store (see [`crate::cluster`]). Defaults to none: one node.
+    pub fn fanout(mut self, fanout: impl Fanout) -> Self {
+        self.fanout = Some(Arc::new(fanout));
+        self
+    }
+
     /// All limits at once. Defaults to [`Limits::default`].
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -133,6 +142,7 @@ impl LiveChatBuilder {
             origins: self.origins,
             trusted_proxies: self.trusted_proxies,
             moderators: self.moderators,
+            fanout: self.fanout,
         };
         (io, parts)
     }
@@ -155,26 +165,20 @@ impl LiveChatBuilder {
     }
 }
 
-struct LiveChatParts {
-    store: Arc<dyn DynStore>,
-    auth: Arc<dyn DynAuthenticator>,
-    limits: Limits,
-    origins: OriginPolicy,
-    trusted_proxies: TrustedProxies,
-    moderators: Vec<Arc<dyn DynModerator>>,
+/// Everything a [`LiveChat`] is made of but the socket.io handle.
+pub(crate) struct LiveChatParts {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) auth: Arc<dyn DynAuthenticator>,
+    pub(crate) limits: Limits,
+    pub(crate) origins: OriginPolicy,
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) moderators: Vec<Arc<dyn DynModerator>>,
+    pub(crate) fanout: Option<Arc<dyn Fanout>>,
 }
 
 impl LiveChatParts {
     fn into_chat(self, io: SocketIo) -> LiveChat {
-        let chat = LiveChat::new(
-            io.clone(),
-            self.store,
-            self.auth,
-            self.limits,
-            self.origins,
-            self.trusted_proxies,
-            self.moderators,
-        );
+        let chat = LiveChat::new(io.clone(), self);
         crate::handlers::register(&io, chat.clone());
         chat
     }

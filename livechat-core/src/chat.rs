@@ -12,7 +12,7 @@ use crate::builder::LiveChatBuilder;
 use crate::config::Limits;
 use crate::delivery::{Counters, RecoveryMiss, Stats, Writer, WriterConfig};
 use crate::error::{AuthError, ChatError};
-use crate::guard::{Guard, GuardLimits, OriginPolicy, SocketBudget, TrustedProxies};
+use crate::guard::{Guard, GuardLimits, OriginPolicy, SocketBudget};
 use crate::handlers::user_room;
 use crate::model::{
     Contact, ContactId, Direction, Message, MessageId, MsgType, NewMessage, Page, Role, Status,
@@ -124,15 +124,16 @@ impl LiveChat {
         LiveChatBuilder::default()
     }
 
-    pub(crate) fn new(
-        io: SocketIo,
-        store: Arc<dyn DynStore>,
-        auth: Arc<dyn DynAuthenticator>,
-        limits: Limits,
-        origins: OriginPolicy,
-        trusted_proxies: TrustedProxies,
-        moderators: Vec<Arc<dyn DynModerator>>,
-    ) -> Self {
+    pub(crate) fn new(io: SocketIo, parts: crate::builder::LiveChatParts) -> Self {
+        let crate::builder::LiveChatParts {
+            store,
+            auth,
+            limits,
+            origins,
+            trusted_proxies,
+            moderators,
+            fanout,
+        } = parts;
         let guard = Guard::new(GuardLimits {
             connect_rate_per_ip: limits.connect_rate_per_ip,
             max_connections_per_ip: limits.max_connections_per_ip,
@@ -154,6 +155,7 @@ impl LiveChat {
                 max_wait: limits.commit_wait,
                 max_recovery: limits.max_recovery_messages,
             },
+            fanout,
         );
         Self {
             inner: Arc::new(Inner {
@@ -414,7 +416,7 @@ impl LiveChat {
         self.authorize(who, contact.workspace_id).await?;
         self.join(
             s,
-            contact_room(contact.id),
+            (contact_room(contact.id), contact.workspace_id),
             SyncScope::Contact(contact.id),
             req.after,
         )
@@ -429,15 +431,21 @@ impl LiveChat {
     ) -> Result<Joined, ChatError> {
         self.authorize(who, req.workspace_id).await?;
         let ws = req.workspace_id;
-        self.join(s, workspace_room(ws), SyncScope::Workspace(ws), req.after)
-            .await
+        self.join(
+            s,
+            (workspace_room(ws), ws),
+            SyncScope::Workspace(ws),
+            req.after,
+        )
+        .await
     }
 
-    /// Joins `room`; with `after`, first replays what the client missed in `scope`.
+    /// Joins `room` (of `workspace`); with `after`, first replays what the client
+    /// missed in `scope`.
     async fn join(
         &self,
         s: &SocketRef,
-        room: String,
+        (room, workspace): (String, WorkspaceId),
         scope: SyncScope,
         after: Option<i64>,
     ) -> Result<Joined, ChatError> {
@@ -450,7 +458,7 @@ impl LiveChat {
             )));
         }
         let Some(after) = after else {
-            s.join(room.clone());
+            self.inner.writer.join(s, room.clone(), workspace).await?;
             return Ok(Joined {
                 room,
                 recovered: None,
@@ -464,7 +472,13 @@ impl LiveChat {
         let outcome = self
             .inner
             .writer
-            .recover(s, scope, room.clone(), after, &*self.inner.store)
+            .recover(
+                s,
+                (scope, workspace),
+                room.clone(),
+                after,
+                &*self.inner.store,
+            )
             .await?;
         let joined = match outcome {
             Ok(n) => Joined {
@@ -521,6 +535,40 @@ impl LiveChat {
         user: &UserId,
     ) -> Result<bool, ChatError> {
         let removed = self.inner.store.remove_member(workspace, user).await?;
+        self.evict(workspace, user).await?;
+        Ok(removed)
+    }
+
+    /// Another node (or another program, through the Postgres change feed) removed a
+    /// member: their sockets on this node leave the workspace's rooms too.
+    pub async fn member_removed_elsewhere(
+        &self,
+        workspace: WorkspaceId,
+        user: &UserId,
+    ) -> Result<(), ChatError> {
+        self.evict(workspace, user).await
+    }
+
+    /// A message another node committed (from a [`crate::cluster`] fan-out): delivered
+    /// to this node's sockets once and in `seq` order, however often and in whatever
+    /// order such messages arrive. A gap before it is read from the store first.
+    pub async fn committed_elsewhere(&self, message: Message) {
+        self.inner.writer.remote(message).await;
+    }
+
+    /// A change feed saw a commit at `seq` in `workspace`: whatever this node has not
+    /// delivered up to there is read from the store and delivered.
+    pub async fn announced(&self, workspace: WorkspaceId, seq: i64) {
+        self.inner.writer.announced(workspace, seq).await;
+    }
+
+    /// After a gap in a feed (a reconnect), reads and delivers everything committed
+    /// since the last delivery, in every workspace this node has sockets for.
+    pub async fn catch_up(&self) {
+        self.inner.writer.catch_up().await;
+    }
+
+    async fn evict(&self, workspace: WorkspaceId, user: &UserId) -> Result<(), ChatError> {
         let ws_room = workspace_room(workspace);
         for s in self.inner.io.to(user_room(user)).sockets() {
             s.leave(ws_room.clone());
@@ -534,7 +582,7 @@ impl LiveChat {
                 }
             }
         }
-        Ok(removed)
+        Ok(())
     }
 
     /// How many sockets are connected to this node.

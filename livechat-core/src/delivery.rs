@@ -8,6 +8,13 @@
 //!   delivery between two batches, so nothing falls in between and nothing comes twice;
 //! - a socket too slow to take a message is noticed at the moment it is skipped, cut
 //!   off from further deliveries, and disconnected so that it recovers.
+//!
+//! With several nodes on one store, messages committed elsewhere arrive here too (from
+//! the Redis fan-out or the Postgres change feed, in any order, possibly twice). The
+//! writer keeps, per workspace this node has sockets for, the last `seq` it delivered:
+//! a message at or below it is a duplicate; one that leaves a gap makes the writer read
+//! the gap from the store first. Every node so delivers each message once, in `seq`
+//! order, whichever way it came.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +27,9 @@ use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::Fanout;
 use crate::error::{ChatError, StoreError};
-use crate::model::{Message, NewMessage};
+use crate::model::{Message, NewMessage, WorkspaceId};
 use crate::protocol::{contact_room, events, workspace_room};
 use crate::store::{Appended, DynStore, SyncScope};
 
@@ -33,6 +41,7 @@ pub(crate) struct Counters {
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) recoveries: AtomicU64,
     pub(crate) recovery_misses: AtomicU64,
+    pub(crate) delivery_gaps: AtomicU64,
 }
 
 /// A snapshot of the delivery counters.
@@ -49,6 +58,8 @@ pub struct Stats {
     pub recoveries: u64,
     /// Recoveries that could not deliver everything missed (over the recovery limit).
     pub recovery_misses: u64,
+    /// Messages delivered past a gap the store could not fill at that moment.
+    pub delivery_gaps: u64,
 }
 
 impl Counters {
@@ -59,6 +70,7 @@ impl Counters {
             slow_consumer_disconnects: self.slow_consumers.load(Ordering::Relaxed),
             recoveries: self.recoveries.load(Ordering::Relaxed),
             recovery_misses: self.recovery_misses.load(Ordering::Relaxed),
+            delivery_gaps: self.delivery_gaps.load(Ordering::Relaxed),
         }
     }
 }
@@ -79,14 +91,36 @@ enum Command {
         message: NewMessage,
         reply: AppendReply,
     },
+    Step(Step),
+}
+
+/// Everything but appends: run between two commits, in arrival order.
+enum Step {
     Recovery(RecoveryStep),
+    /// Joins a socket to a room of `workspace`, from the next delivery on.
+    Join {
+        socket: SocketRef,
+        room: String,
+        workspace: WorkspaceId,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A message another node committed.
+    Remote(Message),
+    /// The change feed says `workspace` has a commit at `seq`.
+    Announced {
+        workspace: WorkspaceId,
+        seq: i64,
+    },
+    /// The feed had a gap (a reconnect): read everything new in every workspace.
+    CatchUp,
 }
 
 enum RecoveryStep {
     Start {
         socket: SocketRef,
         scope: SyncScope,
-        reply: oneshot::Sender<()>,
+        workspace: WorkspaceId,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Finish {
         sid: Sid,
@@ -114,6 +148,7 @@ impl Writer {
         store: Arc<dyn DynStore>,
         counters: Arc<Counters>,
         config: WriterConfig,
+        fanout: Option<Arc<dyn Fanout>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let task = WriterTask {
@@ -123,6 +158,8 @@ impl Writer {
             counters,
             config: config.clone(),
             recovering: HashMap::new(),
+            watermarks: HashMap::new(),
+            fanout,
         };
         Self {
             tx,
@@ -162,11 +199,51 @@ impl Writer {
         Ok(outcome.await.map_err(|_| stopped())??)
     }
 
-    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> RecoveryStep) -> Option<T> {
+    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Step) -> Option<T> {
         self.ensure_started();
         let (reply, outcome) = oneshot::channel();
-        self.tx.send(Command::Recovery(make(reply))).await.ok()?;
+        self.tx.send(Command::Step(make(reply))).await.ok()?;
         outcome.await.ok()
+    }
+
+    async fn step(&self, step: Step) {
+        self.ensure_started();
+        // Waits for room in the queue: the feeds that call this can wait, and a
+        // dropped step would leave a gap until the next message of that workspace.
+        let _ = self.tx.send(Command::Step(step)).await;
+    }
+
+    /// Joins `socket` to `room` (a room of `workspace`) between two deliveries.
+    pub(crate) async fn join(
+        &self,
+        socket: &SocketRef,
+        room: String,
+        workspace: WorkspaceId,
+    ) -> Result<(), ChatError> {
+        self.command(|reply| Step::Join {
+            socket: socket.clone(),
+            room,
+            workspace,
+            reply,
+        })
+        .await
+        .ok_or_else(writer_stopped)??;
+        Ok(())
+    }
+
+    /// Delivers a message another node committed.
+    pub(crate) async fn remote(&self, message: Message) {
+        self.step(Step::Remote(message)).await;
+    }
+
+    /// Delivers whatever `workspace` has up to `seq` that was not delivered yet.
+    pub(crate) async fn announced(&self, workspace: WorkspaceId, seq: i64) {
+        self.step(Step::Announced { workspace, seq }).await;
+    }
+
+    /// Reads and delivers everything new in every workspace this node delivers for.
+    pub(crate) async fn catch_up(&self) {
+        self.step(Step::CatchUp).await;
     }
 
     /// Recovers a socket from `after` in `scope`, then joins it to `room`: every
@@ -175,24 +252,23 @@ impl Writer {
     pub(crate) async fn recover(
         &self,
         socket: &SocketRef,
-        scope: SyncScope,
+        (scope, workspace): (SyncScope, WorkspaceId),
         room: String,
         after: i64,
         store: &dyn DynStore,
     ) -> Result<Result<usize, RecoveryMiss>, ChatError> {
-        let stopped = || {
-            ChatError::Store(StoreError::Unavailable(
-                "the commit writer has stopped".into(),
-            ))
-        };
+        let stopped = writer_stopped;
         // From here on the writer buffers this socket's share of every new message.
-        self.command(|reply| RecoveryStep::Start {
-            socket: socket.clone(),
-            scope,
-            reply,
+        self.command(|reply| {
+            Step::Recovery(RecoveryStep::Start {
+                socket: socket.clone(),
+                scope,
+                workspace,
+                reply,
+            })
         })
         .await
-        .ok_or_else(stopped)?;
+        .ok_or_else(stopped)??;
 
         // Everything committed before the registration is in the store by now.
         let backlog = store
@@ -219,11 +295,13 @@ impl Writer {
             _ => (0, MISSED),
         };
         let tail = self
-            .command(|reply| RecoveryStep::Finish {
-                sid: socket.id,
-                delivered_up_to,
-                room,
-                reply,
+            .command(|reply| {
+                Step::Recovery(RecoveryStep::Finish {
+                    sid: socket.id,
+                    delivered_up_to,
+                    room,
+                    reply,
+                })
             })
             .await
             .ok_or_else(stopped)?;
@@ -239,6 +317,15 @@ impl Writer {
 /// the buffer is replayed either, and the client is told to reload.
 const MISSED: i64 = i64::MAX;
 
+/// Messages read per store query when the writer fills a gap.
+const FILL_PAGE: u32 = 500;
+
+fn writer_stopped() -> ChatError {
+    ChatError::Store(StoreError::Unavailable(
+        "the commit writer has stopped".into(),
+    ))
+}
+
 struct Recovering {
     socket: SocketRef,
     scope: SyncScope,
@@ -253,6 +340,9 @@ struct WriterTask {
     counters: Arc<Counters>,
     config: WriterConfig,
     recovering: HashMap<Sid, Recovering>,
+    /// Per workspace with sockets on this node: the last `seq` delivered here.
+    watermarks: HashMap<WorkspaceId, i64>,
+    fanout: Option<Arc<dyn Fanout>>,
 }
 
 impl WriterTask {
@@ -278,9 +368,9 @@ impl WriterTask {
             if !appends.is_empty() {
                 self.commit(std::mem::take(&mut appends)).await;
             }
-            // Recovery steps run after the batch before them was delivered.
-            for step in steps.drain(..) {
-                self.recovery_step(step);
+            // Other steps run after the batch before them was delivered.
+            for step in std::mem::take(&mut steps) {
+                self.step(step).await;
             }
             self.recovering.retain(|_, r| r.socket.connected());
         }
@@ -293,11 +383,107 @@ impl WriterTask {
         for (result, reply) in results.into_iter().zip(replies) {
             if let Ok(Appended::Inserted(message)) = &result {
                 self.counters.committed.fetch_add(1, Ordering::Relaxed);
-                self.deliver(message);
+                self.advance(message.workspace_id, message.seq, Some(message))
+                    .await;
+                if let Some(fanout) = &self.fanout {
+                    fanout.committed(message);
+                }
             }
             // The sender may have gone (client disconnected); the message stays stored.
             let _ = reply.send(result);
         }
+    }
+
+    async fn step(&mut self, step: Step) {
+        match step {
+            Step::Recovery(step) => self.recovery_step(step).await,
+            Step::Join {
+                socket,
+                room,
+                workspace,
+                reply,
+            } => {
+                let watched = self.watch(workspace).await;
+                if watched.is_ok() {
+                    socket.join(room);
+                }
+                let _ = reply.send(watched);
+            }
+            Step::Remote(message) => {
+                self.advance(message.workspace_id, message.seq, Some(&message))
+                    .await
+            }
+            Step::Announced { workspace, seq } => self.advance(workspace, seq, None).await,
+            Step::CatchUp => {
+                let watched: Vec<WorkspaceId> = self.watermarks.keys().copied().collect();
+                for workspace in watched {
+                    self.advance(workspace, i64::MAX, None).await;
+                }
+            }
+        }
+    }
+
+    /// Makes sure this node tracks `workspace`, starting from its last commit: a socket
+    /// that joins now gets what is committed from here on.
+    async fn watch(&mut self, workspace: WorkspaceId) -> Result<(), StoreError> {
+        if !self.watermarks.contains_key(&workspace) {
+            let last = self.store.last_seq(workspace).await?;
+            self.watermarks.insert(workspace, last);
+        }
+        Ok(())
+    }
+
+    /// Delivers `workspace` up to `seq`, in order and once: `known` (the message at
+    /// `seq`, when the caller has it) goes out at once if it is the next one; anything
+    /// missing before it is read from the store first. Workspaces without sockets on
+    /// this node are not tracked, and nothing is read for them.
+    async fn advance(&mut self, workspace: WorkspaceId, seq: i64, known: Option<&Message>) {
+        let Some(&delivered) = self.watermarks.get(&workspace) else {
+            return;
+        };
+        if seq <= delivered {
+            return;
+        }
+        if let Some(message) = known
+            && message.seq == delivered + 1
+        {
+            self.deliver(message);
+            self.watermarks.insert(workspace, message.seq);
+            return;
+        }
+        let mut delivered = delivered;
+        loop {
+            match self
+                .store
+                .sync(SyncScope::Workspace(workspace), delivered, FILL_PAGE)
+                .await
+            {
+                Ok(page) => {
+                    let before = delivered;
+                    for m in page.messages.iter().take_while(|m| m.seq <= seq) {
+                        self.deliver(m);
+                        delivered = m.seq;
+                    }
+                    if delivered == before || delivered >= seq || !page.has_more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%workspace, after = delivered, error = %e, "could not read a gap in delivery");
+                    break;
+                }
+            }
+        }
+        if let Some(message) = known
+            && message.seq > delivered
+        {
+            // The store did not give what came before (it failed to answer): deliver
+            // what is at hand rather than hold it; clients resync by seq.
+            self.counters.delivery_gaps.fetch_add(1, Ordering::Relaxed);
+            self.deliver(message);
+            delivered = message.seq;
+        }
+        self.watermarks.insert(workspace, delivered);
     }
 
     /// Emits to every socket in the contact room or the workspace room, once each.
@@ -344,13 +530,18 @@ impl WriterTask {
         disconnect_when_possible(socket);
     }
 
-    fn recovery_step(&mut self, step: RecoveryStep) {
+    async fn recovery_step(&mut self, step: RecoveryStep) {
         match step {
             RecoveryStep::Start {
                 socket,
                 scope,
+                workspace,
                 reply,
             } => {
+                if let Err(e) = self.watch(workspace).await {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 self.recovering.insert(
                     socket.id,
                     Recovering {
@@ -360,7 +551,7 @@ impl WriterTask {
                         overflowed: false,
                     },
                 );
-                let _ = reply.send(());
+                let _ = reply.send(Ok(()));
             }
             RecoveryStep::Finish {
                 sid,
@@ -404,10 +595,10 @@ impl WriterTask {
     }
 }
 
-fn sort(cmd: Command, appends: &mut Vec<(NewMessage, AppendReply)>, steps: &mut Vec<RecoveryStep>) {
+fn sort(cmd: Command, appends: &mut Vec<(NewMessage, AppendReply)>, steps: &mut Vec<Step>) {
     match cmd {
         Command::Append { message, reply } => appends.push((message, reply)),
-        Command::Recovery(step) => steps.push(step),
+        Command::Step(step) => steps.push(step),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod auth;
 mod builder;
 mod chat;
+pub mod cluster;
 pub mod config;
 mod delivery;
 pub mod error;

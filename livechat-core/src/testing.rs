@@ -313,6 +313,16 @@ async fn history_pages(store: &impl Store) {
 
 async fn sync_after(store: &impl Store) {
     let (ws, contact) = workspace_with_contact(store).await;
+    assert_eq!(
+        store.last_seq(ws).await.unwrap(),
+        0,
+        "last_seq of a workspace without messages"
+    );
+    assert_eq!(
+        store.last_seq(WorkspaceId::new_v4()).await.unwrap(),
+        0,
+        "last_seq of an unknown workspace"
+    );
     let mut all = Vec::new();
     for i in 0..12 {
         all.push(
@@ -323,6 +333,11 @@ async fn sync_after(store: &impl Store) {
                 .into_message(),
         );
     }
+    assert_eq!(
+        store.last_seq(ws).await.unwrap(),
+        12,
+        "last_seq after 12 appends"
+    );
     let page = store.sync(SyncScope::Workspace(ws), 4, 200).await.unwrap();
     assert_eq!(
         page.messages,
@@ -447,7 +462,13 @@ impl ScratchDatabase {
     pub async fn create(test: &str) -> Option<Self> {
         use sqlx::Connection;
         let Ok(admin_url) = std::env::var(Self::ENV) else {
-            eprintln!("skipped {test}: {} is not set", Self::ENV);
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped {test}: {} is not set",
+                Self::ENV
+            );
             return None;
         };
         let name = format!("livechat_test_{}", uuid::Uuid::new_v4().simple());

@@ -165,6 +165,14 @@ impl MessageStore for MemoryStore {
         Ok(Page { messages, has_more })
     }
 
+    async fn last_seq(&self, workspace: WorkspaceId) -> Result<i64, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .workspaces
+            .get(&workspace)
+            .map_or(0, |w| w.messages.len() as i64))
+    }
+
     async fn mark_read(&self, contact: ContactId, up_to: i64) -> Result<u64, StoreError> {
         let mut state = self.lock();
         let state = &mut *state;

@@ -139,6 +139,14 @@ pub trait MessageStore: Send + Sync + 'static {
         contact: ContactId,
         up_to: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The highest `seq` committed in a workspace: 0 when it has no message (or does
+    /// not exist). A node reads it when its first socket joins one of the workspace's
+    /// rooms, to know from where on it delivers.
+    fn last_seq(
+        &self,
+        workspace: WorkspaceId,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 }
 
 /// Workspaces, contacts and who may see what.
@@ -207,6 +215,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Page, StoreError>>;
     fn sync(&self, s: SyncScope, after: i64, limit: u32)
     -> BoxFuture<'_, Result<Page, StoreError>>;
+    fn last_seq(&self, w: WorkspaceId) -> BoxFuture<'_, Result<i64, StoreError>>;
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>>;
     fn workspace(&self, id: WorkspaceId) -> BoxFuture<'_, Result<Option<Workspace>, StoreError>>;
     fn create_contact(&self, c: NewContact) -> BoxFuture<'_, Result<Contact, StoreError>>;
@@ -248,6 +257,9 @@ impl<T: Store> DynStore for T {
         limit: u32,
     ) -> BoxFuture<'_, Result<Page, StoreError>> {
         Box::pin(MessageStore::sync(self, s, after, limit))
+    }
+    fn last_seq(&self, w: WorkspaceId) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(MessageStore::last_seq(self, w))
     }
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>> {
         Box::pin(Directory::create_workspace(self, w))

@@ -211,16 +211,6 @@ impl PostgresStore {
             }
         }
     }
-
-    /// The highest `seq` stored in a workspace (0 when it has none).
-    pub async fn last_seq(&self, workspace: WorkspaceId) -> Result<i64, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM workspaces WHERE id = $1")
-            .bind(workspace.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(seq.unwrap_or(0))
-    }
 }
 
 impl MessageStore for PostgresStore {
@@ -285,6 +275,15 @@ impl MessageStore for PostgresStore {
             .await
             .map_err(map_err)?;
         page_from_rows(rows, limit)
+    }
+
+    async fn last_seq(&self, workspace: WorkspaceId) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM workspaces WHERE id = $1")
+            .bind(workspace.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(seq.unwrap_or(0))
     }
 
     async fn mark_read(&self, contact: ContactId, up_to: i64) -> Result<u64, StoreError> {

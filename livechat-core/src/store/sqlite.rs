@@ -322,6 +322,15 @@ impl MessageStore for SqliteStore {
         page_from_rows(rows, limit)
     }
 
+    async fn last_seq(&self, workspace: WorkspaceId) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM workspaces WHERE id = ?1")
+            .bind(workspace.to_string())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(map_err)?;
+        Ok(seq.unwrap_or(0))
+    }
+
     async fn mark_read(&self, contact: ContactId, up_to: i64) -> Result<u64, StoreError> {
         sqlx::query(
             "UPDATE livechat_messages SET is_read = 1 \

@@ -347,6 +347,9 @@ impl MessageStore for SlowStore {
     async fn mark_read(&self, c: ContactId, up_to: i64) -> Result<u64, StoreError> {
         self.inner.mark_read(c, up_to).await
     }
+    async fn last_seq(&self, w: WorkspaceId) -> Result<i64, StoreError> {
+        self.inner.last_seq(w).await
+    }
 }
 
 impl Directory for SlowStore {
