@@ -221,15 +221,13 @@ async fn receive(inner: Arc<Inner>, mut incoming: mpsc::Receiver<PushInfo>, chat
                 inner.counters.disconnected.store(true, Ordering::Relaxed);
                 tracing::warn!("redis fan-out: connection lost, reconnecting");
             }
-            PushKind::Subscribe => {
-                if inner.counters.disconnected.swap(false, Ordering::Relaxed) {
-                    inner
-                        .counters
-                        .resubscriptions
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("redis fan-out: subscribed again, catching up");
-                    chat.catch_up().await;
-                }
+            PushKind::Subscribe if inner.counters.disconnected.swap(false, Ordering::Relaxed) => {
+                inner
+                    .counters
+                    .resubscriptions
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("redis fan-out: subscribed again, catching up");
+                chat.catch_up().await;
             }
             _ => {}
         }
