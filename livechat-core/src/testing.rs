@@ -529,3 +529,15 @@ mod tests {
         assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
     }
 }
+
+/// The Redis server for tests, from `LIVECHAT_TEST_REDIS_URL`; `None` (and a line on
+/// stderr saying that `test` was skipped) when it is not set.
+pub fn test_redis_url(test: &str) -> Option<String> {
+    const ENV: &str = "LIVECHAT_TEST_REDIS_URL";
+    let url = std::env::var(ENV).ok();
+    if url.is_none() {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped {test}: {ENV} is not set");
+    }
+    url
+}

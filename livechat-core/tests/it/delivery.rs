@@ -9,34 +9,9 @@ use livechat_core::store::MemoryStore;
 use livechat_core::{Limits, Publish};
 use rust_socketio::asynchronous::ClientBuilder;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
-use crate::harness::{Server, SlowStore, TestClient, WAIT, token};
-
-/// A TCP proxy for one connection, so a test can cut it without a clean close.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn to(target: std::net::SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let (mut inbound, _) = listener.accept().await.unwrap();
-            let mut outbound = TcpStream::connect(target).await.unwrap();
-            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-        });
-        Self { addr, task }
-    }
-
-    /// Drops both TCP connections at once: no close frame, no disconnect packet.
-    fn cut(&self) {
-        self.task.abort();
-    }
-}
+use crate::harness::{Gate, Server, SlowStore, TestClient, WAIT, token};
 
 fn seqs(messages: &[Value]) -> Vec<i64> {
     messages
@@ -48,7 +23,7 @@ fn seqs(messages: &[Value]) -> Vec<i64> {
 #[tokio::test]
 async fn a_dropped_client_recovers_everything_in_order_without_duplicates() {
     let server = Server::start().await;
-    let proxy = Proxy::to(server.addr).await;
+    let proxy = Gate::to(server.addr).await;
     let mut first = TestClient::connect(
         ClientBuilder::new(format!("http://{}", proxy.addr))
             .transport_type(rust_socketio::TransportType::Websocket)

@@ -279,6 +279,25 @@ impl TestClient {
     }
 
     /// Every `name` event that arrives within `within`.
+    /// `name` events until `n` arrived (or `within` passed), plus any that follow in
+    /// the next 300 ms, so that a duplicate or an extra one shows.
+    pub(crate) async fn take(&mut self, name: &str, n: usize, within: Duration) -> Vec<Value> {
+        let mut deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        let mut settling = false;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((event, payload))) if event == name => out.push(payload),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return out,
+            }
+            if out.len() >= n && !settling {
+                settling = true;
+                deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+            }
+        }
+    }
+
     pub(crate) async fn collect(&mut self, name: &str, within: Duration) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + within;
         let mut out = Vec::new();
@@ -373,5 +392,67 @@ impl Directory for SlowStore {
     }
     async fn member_role(&self, w: WorkspaceId, u: &UserId) -> Result<Option<Role>, StoreError> {
         self.inner.member_role(w, u).await
+    }
+}
+
+/// A TCP proxy a test can cut (every connection dropped at once, no clean close, new
+/// ones refused) and restore: a network outage between two real parts.
+pub(crate) struct Gate {
+    pub(crate) addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    pub(crate) async fn to(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let open = open.clone();
+            let connections = connections.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        continue;
+                    };
+                    let task = tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    });
+                    connections.lock().unwrap().push(task.abort_handle());
+                }
+            }
+        });
+        Self {
+            addr,
+            open,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every connection through the gate and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub(crate) fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }

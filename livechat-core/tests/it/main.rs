@@ -1,6 +1,8 @@
 //! livechat-core's integration tests: one binary, one module per area.
 
 mod abuse;
+#[cfg(all(feature = "postgres", feature = "redis"))]
+mod cluster;
 mod conformance;
 mod delivery;
 mod harness;
