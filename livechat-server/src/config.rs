@@ -37,13 +37,37 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_BIND", default_value = "127.0.0.1:3000")]
     pub bind: SocketAddr,
 
-    /// Database: `sqlite://path` (created if missing).
+    /// Database: `sqlite://path` (created if missing) or `postgres://user@host/db`
+    /// (migrated at start; needed for several nodes).
     #[arg(
         long,
         env = "LIVECHAT_DATABASE_URL",
-        default_value = "sqlite://livechat.db"
+        default_value = "sqlite://livechat.db",
+        hide_env_values = true
     )]
     pub database_url: String,
+
+    /// Postgres: connections in the pool.
+    #[arg(long, env = "LIVECHAT_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Redis for several nodes (`redis://host:6379/`): every node publishes what it
+    /// commits there and delivers what the others publish. Needs a Postgres database.
+    #[arg(long, env = "LIVECHAT_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// The Redis pub/sub channel the nodes of one deployment share.
+    #[arg(
+        long,
+        env = "LIVECHAT_REDIS_CHANNEL",
+        default_value = "livechat:messages"
+    )]
+    pub redis_channel: String,
+
+    /// Postgres: listen to the change feed, so that rows other programs insert into
+    /// `livechat_messages` (and messages of other nodes) are delivered. On by default.
+    #[arg(long, env = "LIVECHAT_CHANGE_FEED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub change_feed: bool,
 
     /// Bearer token of the admin routes. Generated and printed at start when unset.
     #[arg(long, env = "LIVECHAT_ADMIN_TOKEN", hide_env_values = true)]
@@ -281,7 +305,11 @@ impl std::fmt::Debug for Config {
         let secret = |s: &Option<String>| if s.is_some() { "<set>" } else { "<unset>" };
         f.debug_struct("Config")
             .field("bind", &self.bind)
-            .field("database_url", &self.database_url)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_channel", &self.redis_channel)
+            .field("change_feed", &self.change_feed)
             .field("admin_token", &secret(&self.admin_token))
             .field("jwt_secret", &secret(&self.jwt_secret))
             .field("jwt_public_key", &self.jwt_public_key)
@@ -327,6 +355,16 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
             .finish()
+    }
+}
+
+/// The URL without its credentials, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 

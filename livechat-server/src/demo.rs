@@ -2,6 +2,7 @@
 
 use livechat_core::LiveChat;
 use livechat_core::auth::Claims;
+use livechat_core::error::{ChatError, StoreError};
 use livechat_core::model::{ContactId, Role, UserId, WorkspaceId};
 use livechat_core::store::{NewContact, NewWorkspace};
 use uuid::Uuid;
@@ -41,7 +42,9 @@ pub async fn ensure(chat: &LiveChat, secret: Option<&[u8]>) -> anyhow::Result<De
             name: "Demo workspace".into(),
             phone: None,
         })
-        .await?;
+        .await
+        .map(drop)
+        .or_else(created_by_another_node)?;
     }
     if chat.contact(contact_id).await?.is_none() {
         chat.create_contact(NewContact {
@@ -50,7 +53,9 @@ pub async fn ensure(chat: &LiveChat, secret: Option<&[u8]>) -> anyhow::Result<De
             name: "Demo contact".into(),
             phone: None,
         })
-        .await?;
+        .await
+        .map(drop)
+        .or_else(created_by_another_node)?;
     }
     chat.add_member(workspace_id, agent.clone(), Role::Admin)
         .await?;
@@ -63,4 +68,13 @@ pub async fn ensure(chat: &LiveChat, secret: Option<&[u8]>) -> anyhow::Result<De
         agent,
         agent_token,
     })
+}
+
+/// Several nodes starting on one database race to create the demo records; the one
+/// that loses finds them made, which is all it wanted.
+fn created_by_another_node(e: ChatError) -> Result<(), ChatError> {
+    match e {
+        ChatError::Store(StoreError::Conflict(_)) => Ok(()),
+        e => Err(e),
+    }
 }

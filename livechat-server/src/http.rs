@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use livechat_core::auth::{Identity, bearer_token};
 use livechat_core::model::{ContactId, MsgType, Role, UserId, WorkspaceId};
 use livechat_core::protocol::{HistoryRequest, SendMessage, SyncRequest};
-use livechat_core::store::{NewContact, NewWorkspace, SqliteStore};
+use livechat_core::store::{NewContact, NewWorkspace};
 use livechat_core::{ChatError, ErrorCode, LiveChat, OriginPolicy, PeerAddr};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,7 +29,9 @@ pub struct AppState {
     /// The livechat handle.
     pub chat: LiveChat,
     /// The store, for readiness.
-    pub store: SqliteStore,
+    pub store: crate::Storage,
+    /// Redis and the change feed, for readiness.
+    pub cluster: crate::Cluster,
     /// The admin bearer token.
     pub admin_token: Arc<str>,
 }
@@ -431,16 +433,49 @@ async fn list_messages(
     Ok(Json(page))
 }
 
+/// Ready when the store answers and, where configured, Redis answers and the change
+/// feed listens. Each check is bounded, so a probe never hangs on a dead peer.
 async fn ready(State(s): State<AppState>) -> Response {
-    match s.store.ping().await {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: store does not answer");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "store": "down" })),
-            )
-                .into_response()
+    const CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut body = serde_json::Map::new();
+    let mut ready = true;
+    let store = match tokio::time::timeout(CHECK, s.store.ping()).await {
+        Ok(Ok(())) => "up",
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            "down"
         }
+        Err(_) => {
+            tracing::warn!("not ready: the store does not answer within 2 s");
+            "down"
+        }
+    };
+    ready &= store == "up";
+    body.insert("store".into(), json!(store));
+    if let Some(redis) = &s.cluster.redis {
+        let up = matches!(tokio::time::timeout(CHECK, redis.ping()).await, Ok(Ok(())));
+        if !up {
+            tracing::warn!("not ready: Redis does not answer");
+        }
+        ready &= up;
+        body.insert("redis".into(), json!(if up { "up" } else { "down" }));
     }
+    if let Some(feed) = &s.cluster.change_feed {
+        let listening = feed.is_listening();
+        ready &= listening;
+        body.insert(
+            "change_feed".into(),
+            json!(if listening { "listening" } else { "down" }),
+        );
+    }
+    body.insert(
+        "status".into(),
+        json!(if ready { "ready" } else { "unavailable" }),
+    );
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(serde_json::Value::Object(body))).into_response()
 }

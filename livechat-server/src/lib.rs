@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use livechat_core::auth::JwtAuthenticator;
+use livechat_core::cluster::{ChangeFeed, RedisFanout};
+use livechat_core::error::StoreError;
 use livechat_core::moderation::FailurePolicy;
 use livechat_core::store::sqlite::Durability;
-use livechat_core::store::{SqliteStore, SqliteStoreOptions};
-use livechat_core::{LiveChat, TrustedProxies};
+use livechat_core::store::{PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions};
+use livechat_core::{LiveChat, LiveChatBuilder, TrustedProxies};
 use livechat_plugins::{Plugin, PluginEngine, PluginSettings, bundled};
 use tokio::net::TcpListener;
 
@@ -19,7 +21,50 @@ pub mod config;
 pub mod demo;
 pub mod http;
 
-pub use config::Config;
+pub use config::{Config, redact_url};
+
+/// The store the server runs on.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// The embedded default: one node.
+    Sqlite(SqliteStore),
+    /// The production store: one node or several.
+    Postgres(PostgresStore),
+}
+
+impl Storage {
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.ping().await,
+            Self::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Closes the connections, waiting for running statements.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+
+    fn install(&self, builder: LiveChatBuilder) -> LiveChatBuilder {
+        match self {
+            Self::Sqlite(s) => builder.store(s.clone()),
+            Self::Postgres(s) => builder.store(s.clone()),
+        }
+    }
+}
+
+/// What connects this node to the others, when there are others.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    /// The Redis fan-out, with `LIVECHAT_REDIS_URL`.
+    pub redis: Option<RedisFanout>,
+    /// The Postgres change feed, on Postgres unless turned off.
+    pub change_feed: Option<Arc<ChangeFeed>>,
+}
 
 /// What a started server tells its operator (and tests).
 #[derive(Debug, Clone)]
@@ -42,7 +87,9 @@ pub struct Server {
     /// The livechat handle.
     pub chat: LiveChat,
     /// The store, for readiness.
-    pub store: SqliteStore,
+    pub store: Storage,
+    /// Redis and the change feed, for readiness.
+    pub cluster: Cluster,
     /// What to print at start.
     pub generated_admin_token: Option<String>,
     /// The demo records.
@@ -51,7 +98,19 @@ pub struct Server {
 
 /// Builds the server: opens the store, sets up auth and the demo records.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
-    let store = open_store(&config.database_url, config.sqlite_durability).await?;
+    let store = open_store(config).await?;
+    let redis = match (&config.redis_url, &store) {
+        (None, _) => None,
+        (Some(_), Storage::Sqlite(_)) => anyhow::bail!(
+            "LIVECHAT_REDIS_URL is for several nodes, and several nodes need a shared \
+             Postgres database (LIVECHAT_DATABASE_URL=postgres://...), not a SQLite file"
+        ),
+        (Some(url), Storage::Postgres(_)) => Some(
+            RedisFanout::connect_on(url, &config.redis_channel)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", redact_url(url)))?,
+        ),
+    };
 
     let (authenticator, signing_secret) = authenticator(config)?;
     let origins = config.origin_policy();
@@ -59,13 +118,26 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     for plugin in load_plugins(config)? {
         builder = builder.moderator(plugin);
     }
-    let (layer, chat) = builder
-        .store(store.clone())
+    if let Some(redis) = &redis {
+        builder = builder.fanout(redis.clone());
+    }
+    let (layer, chat) = store
+        .install(builder)
         .authenticator(authenticator)
         .limits(config.limits())
         .allowed_origins(origins.clone())
         .trusted_proxies(TrustedProxies(config.trusted_proxies.clone()))
         .build_layer();
+    if let Some(redis) = &redis {
+        redis.deliver_to(chat.clone());
+    }
+    let change_feed = match &store {
+        Storage::Postgres(pg) if config.change_feed => {
+            Some(Arc::new(ChangeFeed::start(pg.pool().clone(), chat.clone())))
+        }
+        _ => None,
+    };
+    let cluster = Cluster { redis, change_feed };
 
     let (admin_token, generated_admin_token) = match &config.admin_token {
         Some(t) if t.len() < 16 => {
@@ -87,6 +159,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     let state = http::AppState {
         chat: chat.clone(),
         store: store.clone(),
+        cluster: cluster.clone(),
         admin_token: Arc::from(admin_token),
     };
     let router = http::with_edge_checks(
@@ -97,6 +170,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         router,
         chat,
         store,
+        cluster,
         generated_admin_token,
         demo,
     })
@@ -197,21 +271,26 @@ fn load_plugins(config: &Config) -> anyhow::Result<Vec<Plugin>> {
     Ok(plugins)
 }
 
-async fn open_store(
-    url: &str,
-    durability: config::SqliteDurability,
-) -> anyhow::Result<SqliteStore> {
+async fn open_store(config: &Config) -> anyhow::Result<Storage> {
+    let url = &config.database_url;
     if url.starts_with("sqlite:") {
-        let durability = match durability {
+        let durability = match config.sqlite_durability {
             config::SqliteDurability::Full => Durability::Full,
             config::SqliteDurability::Normal => Durability::Normal,
         };
         SqliteStore::open_with(url, SqliteStoreOptions::new().durability(durability))
             .await
+            .map(Storage::Sqlite)
+            .with_context(|| format!("opening {}", redact_url(url)))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PostgresStoreOptions::new().max_connections(config.database_max_connections);
+        PostgresStore::open_with(url, options)
+            .await
+            .map(Storage::Postgres)
             .with_context(|| format!("opening {}", redact_url(url)))
     } else {
         anyhow::bail!(
-            "unsupported database URL {}: this build supports sqlite://path",
+            "unsupported database URL {}: use sqlite://path or postgres://user@host/db",
             redact_url(url)
         )
     }
@@ -244,26 +323,16 @@ fn random_secret() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 40)
 }
 
-/// The URL without a password, for logs.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn redacts_credentials() {
         assert_eq!(
-            super::redact_url("postgres://u:pw@h/db"),
+            super::config::redact_url("postgres://u:pw@h/db"),
             "postgres://***@h/db"
         );
         assert_eq!(
-            super::redact_url("sqlite://livechat.db"),
+            super::config::redact_url("sqlite://livechat.db"),
             "sqlite://livechat.db"
         );
     }

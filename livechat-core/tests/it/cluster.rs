@@ -8,10 +8,10 @@ use std::time::Duration;
 use livechat_core::Limits;
 use livechat_core::cluster::{ChangeFeed, RedisFanout};
 use livechat_core::store::PostgresStore;
-use livechat_core::testing::{ScratchDatabase, test_redis_url};
+use livechat_core::testing::{Gate, PrivateRedis, ScratchDatabase, test_redis_url};
 use serde_json::{Value, json};
 
-use crate::harness::{Gate, Server, TestClient};
+use crate::harness::{Server, TestClient};
 
 /// A node on `store`, with an optional Redis fan-out on `channel`, sharing the first
 /// node's workspace and contact (when given).
@@ -203,54 +203,6 @@ async fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     panic!("waited 10 s for {what}");
 }
 
-/// A Redis server of the test's own, so that it can be killed and started again.
-struct PrivateRedis {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Self { port, child: None };
-        redis.start_again().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn start_again(&mut self) {
-        let child = tokio::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be on PATH where LIVECHAT_TEST_REDIS_URL is set");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not listen on {addr} within 5 s");
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_fanout_subscribes_again_after_a_redis_restart() {
     let test = "the_redis_fanout_subscribes_again_after_a_redis_restart";
@@ -297,6 +249,59 @@ async fn the_redis_fanout_subscribes_again_after_a_redis_restart() {
     );
     let distinct: HashSet<i64> = got.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(distinct.len(), got.len());
+    store.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_on_one_node_leaves_the_rooms_on_every_node() {
+    use livechat_core::model::{Direction, Role, UserId};
+    let test = "a_member_removed_on_one_node_leaves_the_rooms_on_every_node";
+    let Some(db) = ScratchDatabase::create(test).await else {
+        return;
+    };
+    let store = PostgresStore::open(&db.url).await.unwrap();
+    let (a, _) = node(&store, None, None).await;
+    let (b, _) = node(&store, None, Some(&a)).await;
+    let _feeds = [
+        ChangeFeed::start(store.pool().clone(), a.chat.clone()),
+        ChangeFeed::start(store.pool().clone(), b.chat.clone()),
+    ];
+    a.chat
+        .add_member(a.ws, UserId::from("carol"), Role::Agent)
+        .await
+        .unwrap();
+    let mut alice = b.connect("alice").await;
+    alice
+        .call_ok("join_workspace", json!({ "workspaceId": a.ws }))
+        .await;
+    alice
+        .call_ok("join_contact", json!({ "contactId": a.contact }))
+        .await;
+    let mut carol = b.connect("carol").await;
+    carol
+        .call_ok("join_workspace", json!({ "workspaceId": a.ws }))
+        .await;
+
+    // Removed on node A; alice's sockets are on node B.
+    assert!(
+        a.chat
+            .remove_member(a.ws, &UserId::from("alice"))
+            .await
+            .unwrap()
+    );
+    a.chat
+        .publish(livechat_core::Publish::new(
+            a.contact,
+            Direction::Inbound,
+            "after removal",
+        ))
+        .await
+        .unwrap();
+    // The removal commits before the message, and the feed keeps commit order: by the
+    // time carol has the message, alice is out of both rooms.
+    assert_eq!(carol.next("new_message").await["body"], "after removal");
+    alice.none("new_message", Duration::from_millis(300)).await;
     store.close().await;
     db.drop_database().await;
 }

@@ -11,7 +11,9 @@ use rust_socketio::asynchronous::ClientBuilder;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
-use crate::harness::{Gate, Server, SlowStore, TestClient, WAIT, token};
+use livechat_core::testing::Gate;
+
+use crate::harness::{Server, SlowStore, TestClient, WAIT, token};
 
 fn seqs(messages: &[Value]) -> Vec<i64> {
     messages

@@ -214,6 +214,25 @@ impl SocketClient {
             .unwrap_or_else(|| panic!("no ack for `{event}` within {WAIT:?}"))
     }
 
+    /// `name` events until `n` arrived (or `within` passed), plus any that follow in
+    /// the next 300 ms, so that a duplicate or an extra one shows.
+    pub(crate) async fn take(&mut self, name: &str, n: usize, within: Duration) -> Vec<Value> {
+        let mut deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        let mut settling = false;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((event, payload))) if event == name => out.push(payload),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return out,
+            }
+            if out.len() >= n && !settling {
+                settling = true;
+                deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+            }
+        }
+    }
+
     pub(crate) async fn next(&mut self, name: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {

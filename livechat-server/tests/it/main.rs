@@ -6,6 +6,7 @@ mod binary;
 mod crash;
 mod harness;
 mod js;
+mod nodes;
 mod plugins;
 mod rest;
 mod security;
