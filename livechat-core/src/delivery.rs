@@ -492,8 +492,16 @@ impl WriterTask {
             contact_room(message.contact_id),
             workspace_room(message.workspace_id),
         ];
+        // Serialized once, not once per socket: each emit then copies the JSON text.
+        let encoded = match serde_json::value::to_raw_value(message) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                tracing::error!(error = %e, "could not serialize a message");
+                return;
+            }
+        };
         for socket in self.io.to(rooms).sockets() {
-            match socket.emit(events::NEW_MESSAGE, message) {
+            match socket.emit(events::NEW_MESSAGE, &encoded) {
                 Ok(()) => {}
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => self.cut_off(socket),
                 Err(SendError::Socket(SocketError::Closed)) => {}

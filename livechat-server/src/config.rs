@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_BIND", default_value = "127.0.0.1:3000")]
     pub bind: SocketAddr,
 
+    /// Runtime worker threads; 0: one per available core. With one, the server runs
+    /// on a single-threaded runtime.
+    #[arg(long, env = "LIVECHAT_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
     /// Database: `sqlite://path` (created if missing) or `postgres://user@host/db`
     /// (migrated at start; needed for several nodes).
     #[arg(
@@ -305,6 +310,7 @@ impl std::fmt::Debug for Config {
         let secret = |s: &Option<String>| if s.is_some() { "<set>" } else { "<unset>" };
         f.debug_struct("Config")
             .field("bind", &self.bind)
+            .field("worker_threads", &self.worker_threads)
             .field("database_url", &redact_url(&self.database_url))
             .field("database_max_connections", &self.database_max_connections)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))

@@ -199,6 +199,13 @@ pub async fn run(
     let app = server
         .router
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Small frames (acks, messages) must leave at once, not wait for Nagle's algorithm
+    // to coalesce them with the next write: without this, p99 under load is tens of ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: closing sockets");
