@@ -6,6 +6,7 @@
 #
 #   benches/compare.sh                 # every scenario
 #   SCENARIOS="a b" RUNS=1 benches/compare.sh
+#   TARGETS=livechat SCENARIOS=b RUNS=1 DURATION=5 benches/compare.sh   # a quick look
 #   LIVECHAT_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test benches/compare.sh
 #
 # Needs: cargo, node + npm, taskset, python3. Results (one JSON line per run) are kept
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-"a b c d e"}
+TARGETS=${TARGETS:-"livechat node"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 DURATION=${DURATION:-10}
@@ -90,9 +92,11 @@ measure() { # $1 scenario, $2 target, $3 run, $4 url, $5 setup
 
 for scenario in $SCENARIOS; do
   for run in $(seq 1 "$RUNS"); do
-    start_livechat "sqlite://$work/bench-$scenario-$run.db"
-    measure "$scenario" livechat "$run" "http://127.0.0.1:$LIVECHAT_PORT" livechat
-    stop_server
+    if [[ " $TARGETS " == *" livechat "* ]]; then
+      start_livechat "sqlite://$work/bench-$scenario-$run.db"
+      measure "$scenario" livechat "$run" "http://127.0.0.1:$LIVECHAT_PORT" livechat
+      stop_server
+    fi
     if [ "$scenario" = e ]; then
       if [ -n "${LIVECHAT_BENCH_POSTGRES_URL:-}" ]; then
         db="livechat_bench_$(date +%s)_$run"
@@ -104,9 +108,11 @@ for scenario in $SCENARIOS; do
       fi
       continue # the baseline stores nothing: no durable throughput to compare
     fi
-    start_node
-    measure "$scenario" node "$run" "http://127.0.0.1:$NODE_PORT" none
-    stop_server
+    if [[ " $TARGETS " == *" node "* ]]; then
+      start_node
+      measure "$scenario" node "$run" "http://127.0.0.1:$NODE_PORT" none
+      stop_server
+    fi
   done
 done
 

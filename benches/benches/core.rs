@@ -10,8 +10,8 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use livechat_core::model::{ContactId, WorkspaceId};
 use livechat_core::protocol::{SendMessage, decode_request};
-use livechat_core::store::{MemoryStore, MessageStore, SqliteStore};
-use livechat_core::testing::{new_message, workspace_with_contact};
+use livechat_core::store::{MemoryStore, MessageStore, PostgresStore, SqliteStore};
+use livechat_core::testing::{ScratchDatabase, new_message, workspace_with_contact};
 
 fn protocol(c: &mut Criterion) {
     let payload = serde_json::json!({
@@ -32,6 +32,44 @@ fn protocol(c: &mut Criterion) {
     c.bench_function("protocol/encode_message", |b| {
         b.iter(|| serde_json::to_vec(&message).unwrap())
     });
+
+    // What one broadcast to 1000 sockets costs in JSON: the message serialized per
+    // socket (as `emit(&message)` does), or once and copied (what delivery does).
+    let mut group = c.benchmark_group("broadcast");
+    group.bench_function("encode_per_socket/1000", |b| {
+        b.iter(|| {
+            for _ in 0..1000 {
+                std::hint::black_box(serde_json::to_vec(&("new_message", &message)).unwrap());
+            }
+        })
+    });
+    group.bench_function("encode_once/1000", |b| {
+        b.iter(|| {
+            let raw = serde_json::value::to_raw_value(&message).unwrap();
+            for _ in 0..1000 {
+                std::hint::black_box(serde_json::to_vec(&("new_message", &raw)).unwrap());
+            }
+        })
+    });
+    group.finish();
+}
+
+/// The send budget's hot path: one keyed check per `send_message` (governor, as the
+/// guard configures it), for a user that is within its budget.
+fn rate_limit(c: &mut Criterion) {
+    use governor::{Quota, RateLimiter};
+    use std::num::NonZeroU32;
+    let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+        .allow_burst(NonZeroU32::new(1_000_000).unwrap());
+    let by_user = RateLimiter::keyed(quota);
+    let users: Vec<String> = (0..1000).map(|i| format!("agent-{i}")).collect();
+    let mut i = 0;
+    c.bench_function("rate_limit/keyed_check_1000_users", |b| {
+        b.iter(|| {
+            i = (i + 1) % users.len();
+            by_user.check_key(&users[i]).is_ok()
+        })
+    });
 }
 
 fn store_append(c: &mut Criterion) {
@@ -47,6 +85,13 @@ fn store_append(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("append", "memory"), |b| {
         b.to_async(&rt)
             .iter(|| memory.append(new_message(ws, contact, "bench", None)))
+    });
+    // Dedup: a retry of a stored clientId is answered from the unique key.
+    rt.block_on(memory.append(new_message(ws, contact, "bench", Some("retry"))))
+        .unwrap();
+    group.bench_function(BenchmarkId::new("append_duplicate", "memory"), |b| {
+        b.to_async(&rt)
+            .iter(|| memory.append(new_message(ws, contact, "bench", Some("retry"))))
     });
 
     let dir = tempfile::tempdir().unwrap();
@@ -69,8 +114,40 @@ fn store_append(c: &mut Criterion) {
             })
         },
     );
+    rt.block_on(sqlite.append(new_message(ws, contact, "bench", Some("retry"))))
+        .unwrap();
+    group.bench_function(
+        BenchmarkId::new("append_duplicate", "sqlite_full_sync"),
+        |b| {
+            b.to_async(&rt)
+                .iter(|| sqlite.append(new_message(ws, contact, "bench", Some("retry"))))
+        },
+    );
+
+    // Postgres, where LIVECHAT_TEST_POSTGRES_URL names a server.
+    if let Some(db) = rt.block_on(ScratchDatabase::create("store/append on postgres")) {
+        let pg = rt.block_on(PostgresStore::open(&db.url)).unwrap();
+        let (ws, contact) = rt.block_on(workspace_with_contact(&pg));
+        group.bench_function(BenchmarkId::new("append", "postgres"), |b| {
+            b.to_async(&rt)
+                .iter(|| pg.append(new_message(ws, contact, "bench", None)))
+        });
+        group.bench_function(BenchmarkId::new("append_batch_64", "postgres"), |b| {
+            b.to_async(&rt).iter(|| {
+                pg.append_batch(
+                    (0..64)
+                        .map(|_| new_message(ws, contact, "bench", None))
+                        .collect(),
+                )
+            })
+        });
+        rt.block_on(async {
+            pg.close().await;
+            db.drop_database().await;
+        });
+    }
     group.finish();
 }
 
-criterion_group!(benches, protocol, store_append);
+criterion_group!(benches, protocol, rate_limit, store_append);
 criterion_main!(benches);

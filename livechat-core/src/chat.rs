@@ -53,6 +53,33 @@ pub(crate) struct Inner {
     moderators: Vec<Arc<dyn DynModerator>>,
     writer: Writer,
     counters: Arc<Counters>,
+    directory: DirectoryCache,
+}
+
+/// The directory lookups of the send path, kept in memory: a contact never changes
+/// workspace, so contacts are cached as read; memberships are cached only once granted
+/// (a refusal is always asked again), dropped at once when a removal is seen, and
+/// trusted for [`Limits::membership_ttl`] at most.
+struct DirectoryCache {
+    contacts: quick_cache::sync::Cache<ContactId, Contact>,
+    members: quick_cache::sync::Cache<(WorkspaceId, UserId), (Role, std::time::Instant)>,
+    ttl: std::time::Duration,
+}
+
+impl DirectoryCache {
+    fn new(limits: &Limits) -> Self {
+        let entries = limits.directory_cache_entries.max(1);
+        Self {
+            contacts: quick_cache::sync::Cache::new(entries),
+            members: quick_cache::sync::Cache::new(entries),
+            ttl: limits.membership_ttl,
+        }
+    }
+
+    fn role(&self, workspace: WorkspaceId, user: &UserId) -> Option<Role> {
+        let (role, since) = self.members.get(&(workspace, user.clone()))?;
+        (since.elapsed() < self.ttl).then_some(role)
+    }
 }
 
 /// A message sent by server-side code through [`LiveChat::publish`].
@@ -157,6 +184,7 @@ impl LiveChat {
             },
             fanout,
         );
+        let directory = DirectoryCache::new(&limits);
         Self {
             inner: Arc::new(Inner {
                 io,
@@ -168,6 +196,7 @@ impl LiveChat {
                 moderators,
                 writer,
                 counters,
+                directory,
             }),
         }
     }
@@ -343,11 +372,17 @@ impl LiveChat {
     }
 
     async fn contact_or_not_found(&self, id: ContactId) -> Result<Contact, ChatError> {
-        self.inner
+        if let Some(contact) = self.inner.directory.contacts.get(&id) {
+            return Ok(contact);
+        }
+        let contact = self
+            .inner
             .store
             .contact(id)
             .await?
-            .ok_or(ChatError::NotFound("contact"))
+            .ok_or(ChatError::NotFound("contact"))?;
+        self.inner.directory.contacts.insert(id, contact.clone());
+        Ok(contact)
     }
 
     /// The role of `who` in `workspace`, or `forbidden`. A workspace grant in the token
@@ -359,12 +394,23 @@ impl LiveChat {
     ) -> Result<Role, ChatError> {
         let role = match &who.workspaces {
             Some(granted) => granted.contains(&workspace).then_some(Role::Agent),
-            None => {
-                self.inner
-                    .store
-                    .member_role(workspace, &who.user_id)
-                    .await?
-            }
+            None => match self.inner.directory.role(workspace, &who.user_id) {
+                Some(role) => Some(role),
+                None => {
+                    let role = self
+                        .inner
+                        .store
+                        .member_role(workspace, &who.user_id)
+                        .await?;
+                    if let Some(role) = role {
+                        self.inner.directory.members.insert(
+                            (workspace, who.user_id.clone()),
+                            (role, std::time::Instant::now()),
+                        );
+                    }
+                    role
+                }
+            },
         };
         role.ok_or(ChatError::Forbidden)
     }
@@ -524,6 +570,10 @@ impl LiveChat {
         user: UserId,
         role: Role,
     ) -> Result<(), ChatError> {
+        self.inner
+            .directory
+            .members
+            .remove(&(workspace, user.clone()));
         Ok(self.inner.store.add_member(workspace, user, role).await?)
     }
 
@@ -569,6 +619,10 @@ impl LiveChat {
     }
 
     async fn evict(&self, workspace: WorkspaceId, user: &UserId) -> Result<(), ChatError> {
+        self.inner
+            .directory
+            .members
+            .remove(&(workspace, user.clone()));
         let ws_room = workspace_room(workspace);
         for s in self.inner.io.to(user_room(user)).sockets() {
             s.leave(ws_room.clone());

@@ -55,6 +55,14 @@ pub struct Limits {
     /// Most messages a reconnecting client gets replayed; past that it is told to
     /// reload (`complete: false`). Defaults to 1000.
     pub max_recovery_messages: usize,
+    /// Contacts and granted memberships kept in memory, so that a send does not ask
+    /// the store who may see what. Defaults to 65 536 of each.
+    pub directory_cache_entries: usize,
+    /// How long a cached membership is trusted. Removals through this node (or, on
+    /// Postgres, through any node or SQL with the change feed on) take effect at once;
+    /// this bounds how long a removal that nobody announced goes unnoticed. Defaults
+    /// to 60 s.
+    pub membership_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -79,6 +87,8 @@ impl Default for Limits {
             commit_batch: 256,
             commit_wait: Duration::ZERO,
             max_recovery_messages: 1000,
+            directory_cache_entries: 65_536,
+            membership_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -211,6 +211,8 @@ pub(crate) struct Guard {
     connect_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     send_by_user: DefaultKeyedRateLimiter<UserId>,
     send_by_workspace: DefaultKeyedRateLimiter<WorkspaceId>,
+    /// Made once: creating a clock calibrates it (cpuid and a timing loop).
+    clock: DefaultClock,
     counts: Arc<Mutex<Counts>>,
     checks: std::sync::atomic::AtomicU64,
 }
@@ -265,6 +267,7 @@ impl Guard {
             connect_by_ip: RateLimiter::keyed(limits.connect_rate_per_ip.quota()),
             send_by_user: RateLimiter::keyed(limits.send_per_user.quota()),
             send_by_workspace: RateLimiter::keyed(limits.send_per_workspace.quota()),
+            clock: DefaultClock::default(),
             counts: Arc::default(),
             checks: Default::default(),
             limits,
@@ -330,7 +333,7 @@ impl Guard {
         workspace: WorkspaceId,
     ) -> Result<(), Duration> {
         self.tidy();
-        let now = DefaultClock::default().now();
+        let now = self.clock.now();
         if let Some(budget) = socket {
             budget.check().map_err(|n| n.wait_time_from(now))?;
         }
