@@ -492,21 +492,26 @@ impl WriterTask {
             contact_room(message.contact_id),
             workspace_room(message.workspace_id),
         ];
-        // Serialized once, not once per socket: each emit then copies the JSON text.
-        let encoded = match serde_json::value::to_raw_value(message) {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                tracing::error!(error = %e, "could not serialize a message");
-                return;
-            }
+        let sockets = self.io.to(rooms).sockets();
+        // Serialized once, and only when a socket here listens; each emit then copies
+        // the JSON text instead of serializing again.
+        let encoded = match sockets.is_empty() {
+            true => None,
+            false => serde_json::value::to_raw_value(message)
+                .inspect_err(|e| tracing::error!(error = %e, "could not serialize a message"))
+                .ok(),
         };
-        for socket in self.io.to(rooms).sockets() {
-            match socket.emit(events::NEW_MESSAGE, &encoded) {
-                Ok(()) => {}
-                Err(SendError::Socket(SocketError::InternalChannelFull)) => self.cut_off(socket),
-                Err(SendError::Socket(SocketError::Closed)) => {}
-                Err(e) => {
-                    tracing::warn!(sid = %socket.id, error = %e, "could not deliver a message")
+        if let Some(encoded) = encoded {
+            for socket in sockets {
+                match socket.emit(events::NEW_MESSAGE, &encoded) {
+                    Ok(()) => {}
+                    Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                        self.cut_off(socket)
+                    }
+                    Err(SendError::Socket(SocketError::Closed)) => {}
+                    Err(e) => {
+                        tracing::warn!(sid = %socket.id, error = %e, "could not deliver a message")
+                    }
                 }
             }
         }

@@ -54,7 +54,7 @@ struct Inner {
     conn: ConnectionManager,
     outgoing: mpsc::Sender<Vec<u8>>,
     incoming: std::sync::Mutex<Option<mpsc::Receiver<PushInfo>>>,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 #[derive(Debug, Default)]
@@ -83,14 +83,14 @@ impl RedisFanout {
         let info = info.set_redis_settings(redis_settings);
         let client = redis::Client::open(info)?;
 
-        let counters = Counters::default();
+        // Shared with the push sender, which counts what a full queue turns away.
+        let counters = Arc::new(Counters::default());
         let (pushes, incoming) = mpsc::channel::<PushInfo>(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let dropped_in_sender = dropped.clone();
+        let counted = counters.clone();
         let config = ConnectionManagerConfig::new()
             .set_push_sender(move |push: PushInfo| {
                 if pushes.try_send(push).is_err() {
-                    dropped_in_sender.fetch_add(1, Ordering::Relaxed);
+                    counted.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok::<(), std::convert::Infallible>(())
             })
@@ -110,7 +110,7 @@ impl RedisFanout {
             incoming: std::sync::Mutex::new(Some(incoming)),
             counters,
         });
-        tokio::spawn(publish(inner.clone(), to_publish, dropped));
+        tokio::spawn(publish(inner.clone(), to_publish));
         Ok(Self { inner })
     }
 
@@ -163,21 +163,10 @@ impl Fanout for RedisFanout {
     }
 }
 
-async fn publish(
-    inner: Arc<Inner>,
-    mut to_publish: mpsc::Receiver<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
-) {
+async fn publish(inner: Arc<Inner>, mut to_publish: mpsc::Receiver<Vec<u8>>) {
     let mut conn = inner.conn.clone();
     let mut failing = false;
     while let Some(bytes) = to_publish.recv().await {
-        let dropped_pushes = dropped.swap(0, Ordering::Relaxed);
-        if dropped_pushes > 0 {
-            inner
-                .counters
-                .dropped
-                .fetch_add(dropped_pushes, Ordering::Relaxed);
-        }
         match conn.publish::<_, _, i64>(&inner.channel, bytes).await {
             Ok(_) => {
                 inner.counters.published.fetch_add(1, Ordering::Relaxed);
