@@ -4,7 +4,8 @@
 # (every message acked, every broadcast delivered), not how fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q -p livechat-server -p livechat-loadgen
+# The same features as `cargo test --workspace --all-features`, so CI reuses that build.
+cargo build -q --all-features -p livechat-server -p livechat-loadgen
 work=$(mktemp -d)
 admin=smoke-admin-token-0123456789
 secret=smoke-jwt-secret-0123456789-0123456789
