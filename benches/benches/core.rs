@@ -108,7 +108,7 @@ fn store_append(c: &mut Criterion) {
             b.to_async(&rt).iter(|| {
                 sqlite.append_batch(
                     (0..64)
-                        .map(|_| new_message(ws, contact, "bench", None))
+                        .map(|_| new_message(ws, contact, "bench", Some(&fresh_key())))
                         .collect(),
                 )
             })
@@ -136,7 +136,7 @@ fn store_append(c: &mut Criterion) {
             b.to_async(&rt).iter(|| {
                 pg.append_batch(
                     (0..64)
-                        .map(|_| new_message(ws, contact, "bench", None))
+                        .map(|_| new_message(ws, contact, "bench", Some(&fresh_key())))
                         .collect(),
                 )
             })
@@ -147,6 +147,15 @@ fn store_append(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// A new idempotency key, as every client send carries one.
+fn fresh_key() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "k{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 criterion_group!(benches, protocol, rate_limit, store_append);

@@ -31,6 +31,8 @@ pub async fn conformance<S: Store>(store: S) {
     sync_after(&*store).await;
     mark_read(&*store).await;
     batch(&*store).await;
+    batch_across_workspaces(&*store).await;
+    large_batch(&*store).await;
     racing_retries_store_once(store).await;
 }
 
@@ -406,6 +408,115 @@ async fn batch(store: &impl Store) {
     assert!(
         matches!(results[2], Err(StoreError::NotFound(_))),
         "one bad message fails alone"
+    );
+}
+
+/// A batch with retries of stored messages, repeats inside the batch and two
+/// workspaces: seqs per workspace in batch order, and what a read returns is exactly
+/// what the append answered.
+async fn batch_across_workspaces(store: &impl Store) {
+    let (ws1, c1) = workspace_with_contact(store).await;
+    let (ws2, c2) = workspace_with_contact(store).await;
+    let first = store
+        .append(new_message(ws1, c1, "k0", Some("k0")))
+        .await
+        .expect("append")
+        .into_message();
+    let results = store
+        .append_batch(vec![
+            new_message(ws1, c1, "k0 retried", Some("k0")),
+            new_message(ws2, c2, "same key, other workspace", Some("k0")),
+            new_message(ws1, c1, "k1", Some("k1")),
+            new_message(ws1, c1, "k1 repeated", Some("k1")),
+            new_message(ws2, c2, "no key", None),
+            new_message(ws1, c1, "no key", None),
+        ])
+        .await;
+    let results: Vec<Appended> = results
+        .into_iter()
+        .map(|r| r.expect("every message of the batch goes in"))
+        .collect();
+    let seen: Vec<(bool, WorkspaceId, i64, &str)> = results
+        .iter()
+        .map(|a| {
+            let m = a.message();
+            (
+                matches!(a, Appended::Inserted(_)),
+                m.workspace_id,
+                m.seq,
+                m.body.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (false, ws1, 1, "k0"),
+            (true, ws2, 1, "same key, other workspace"),
+            (true, ws1, 2, "k1"),
+            (false, ws1, 2, "k1"),
+            (true, ws2, 2, "no key"),
+            (true, ws1, 3, "no key"),
+        ]
+    );
+    assert_eq!(
+        results[0].message(),
+        &first,
+        "a retry answers the stored message"
+    );
+    for (ws, expected) in [
+        (
+            ws1,
+            vec![&first, results[2].message(), results[5].message()],
+        ),
+        (ws2, vec![results[1].message(), results[4].message()]),
+    ] {
+        let page = store.sync(SyncScope::Workspace(ws), 0, 50).await.unwrap();
+        assert_eq!(
+            page.messages.iter().collect::<Vec<_>>(),
+            expected,
+            "a read returns what the batch answered"
+        );
+        assert_eq!(store.last_seq(ws).await.unwrap(), expected.len() as i64);
+    }
+    let next = store
+        .append(new_message(ws1, c1, "after the batch", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.message().seq,
+        4,
+        "the workspace counter moved with the batch"
+    );
+}
+
+/// More messages in one batch than any statement of a store could bind one by one.
+async fn large_batch(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let n = 3000;
+    let results = store
+        .append_batch(
+            (0..n)
+                .map(|i| new_message(ws, contact, &format!("m{i}"), Some(&format!("k{i}"))))
+                .collect(),
+        )
+        .await;
+    let seqs: Vec<i64> = results
+        .into_iter()
+        .map(|r| r.expect("append").message().seq)
+        .collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<i64>>());
+    let page = store
+        .sync(SyncScope::Workspace(ws), 2990, 50)
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "m2990", "m2991", "m2992", "m2993", "m2994", "m2995", "m2996", "m2997", "m2998",
+            "m2999"
+        ]
     );
 }
 

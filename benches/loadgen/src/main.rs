@@ -191,10 +191,14 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     shared.window_to.store(u64::MAX, Ordering::SeqCst);
     shared.measuring.store(true, Ordering::SeqCst);
     let cpu_from = args.server_pid.map(cpu_seconds).transpose()?.or(cpu_before);
+    // Our own CPU too: a load generator near one full core is the bottleneck, and the
+    // server's numbers then say nothing.
+    let own_from = cpu_seconds(std::process::id())?;
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let to = start.elapsed().as_micros() as u64;
     shared.window_to.store(to, Ordering::SeqCst);
     let cpu_to = args.server_pid.map(cpu_seconds).transpose()?;
+    let own_to = cpu_seconds(std::process::id())?;
     let rss = args.server_pid.map(rss_bytes).transpose()?;
     // Let what was sent in the window arrive, then stop.
     shared.stopping.store(true, Ordering::SeqCst);
@@ -237,6 +241,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             _ => Value::Null,
         },
         "server_rss_bytes": rss,
+        "loadgen_cpu_cores": (own_to - own_from) / seconds,
     }))
 }
 

@@ -15,6 +15,8 @@ use crate::model::{
     Contact, ContactId, Message, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
 };
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod batch;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -8,13 +8,15 @@
 //! later with a smaller `seq`. An `AFTER INSERT` trigger announces every row on the
 //! `livechat_messages` channel, which the change feed listens to.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::SubsecRound;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Acquire, Postgres, Row, Transaction};
+use uuid::Uuid;
 
-use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope};
+use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope, batch};
 use crate::error::StoreError;
 use crate::model::{
     Contact, ContactId, Message, MessageId, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
@@ -149,13 +151,88 @@ impl PostgresStore {
         row.as_ref().map(message_from_row).transpose()
     }
 
+    /// Appends a whole batch with one read of the keys already stored and one insert
+    /// (the trigger assigns each row's seq in the batch's order). It fails, leaving the
+    /// transaction to roll back, when any row cannot go in.
+    async fn append_set(
+        tx: &mut Transaction<'static, Postgres>,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        let keys = batch::keys(messages);
+        let mut stored = HashMap::new();
+        if !keys.is_empty() {
+            let (workspaces, client_ids): (Vec<Uuid>, Vec<&str>) =
+                keys.iter().map(|(w, c)| (w.0, c.as_str())).unzip();
+            let rows = sqlx::query(select_messages!(
+                "WHERE (workspace_id, client_id) IN \
+                 (SELECT * FROM unnest($1::uuid[], $2::text[]))"
+            ))
+            .bind(workspaces)
+            .bind(client_ids)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            for row in &rows {
+                let m = message_from_row(row)?;
+                if let Some(client_id) = m.client_id.clone() {
+                    stored.insert((m.workspace_id, client_id), m);
+                }
+            }
+        }
+        let plan = batch::plan(messages.to_vec(), &stored);
+        if plan.fresh.is_empty() {
+            return plan.finish(&[]);
+        }
+        let fresh = &plan.fresh;
+        let column = |f: fn(&NewMessage) -> Option<&str>| fresh.iter().map(f).collect::<Vec<_>>();
+        let rows = sqlx::query(
+            "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
+             direction, status, twilio_sid, msg_type, created_at, client_id, moderation_flag) \
+             SELECT id, contact_id, workspace_id, sender, body, false, direction, status, \
+                    twilio_sid, msg_type, created_at, client_id, moderation_flag \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], \
+                         $11::text[], $12::text[]) \
+                  WITH ORDINALITY AS t(id, contact_id, workspace_id, sender, body, direction, \
+                                      status, twilio_sid, msg_type, created_at, client_id, \
+                                      moderation_flag, n) \
+             ORDER BY n \
+             RETURNING id, seq",
+        )
+        .bind(fresh.iter().map(|m| m.id.0).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|m| m.contact_id.0).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|m| m.workspace_id.0).collect::<Vec<_>>())
+        .bind(column(|m| m.sender.as_deref()))
+        .bind(column(|m| Some(m.body.as_str())))
+        .bind(column(|m| Some(m.direction.as_str())))
+        .bind(column(|m| Some(m.status.as_str())))
+        .bind(column(|m| m.twilio_sid.as_deref()))
+        .bind(column(|m| Some(m.msg_type.as_str())))
+        .bind(fresh.iter().map(|m| m.created_at).collect::<Vec<_>>())
+        .bind(column(|m| m.client_id.as_deref()))
+        .bind(column(|m| m.moderation_flag.as_deref()))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| map_insert_err(e, "contact", "message"))?;
+        let mut seq_of: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            seq_of.insert(
+                row.try_get("id").map_err(map_err)?,
+                row.try_get("seq").map_err(map_err)?,
+            );
+        }
+        let seqs = fresh
+            .iter()
+            .map(|m| seq_of.get(&m.id.0).copied())
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| StoreError::Corrupt("an inserted row without its seq".into()))?;
+        plan.finish(&seqs)
+    }
+
     async fn append_in(
         tx: &mut Transaction<'static, Postgres>,
-        mut new: NewMessage,
+        new: NewMessage,
     ) -> Result<Appended, StoreError> {
-        // Postgres keeps microseconds: round first, so the message handed back is the
-        // message a later read returns.
-        new.created_at = new.created_at.trunc_subsecs(6);
         if let Some(client_id) = &new.client_id
             && let Some(existing) = Self::find_by_client_id(tx, new.workspace_id, client_id).await?
         {
@@ -224,14 +301,36 @@ impl MessageStore for PostgresStore {
     async fn append_batch(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
         let n = messages.len();
         let failed_all = |e: &sqlx::Error| (0..n).map(|_| Err(map_err_ref(e))).collect::<Vec<_>>();
+        let mut messages = messages;
+        // Postgres keeps microseconds: round first, so the message handed back is the
+        // message a later read returns.
+        for m in &mut messages {
+            m.created_at = m.created_at.trunc_subsecs(6);
+        }
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
             Err(e) => return failed_all(&e),
         };
-        let mut results = Vec::with_capacity(n);
-        for m in messages {
-            results.push(Self::append_in(&mut tx, m).await);
-        }
+        // Set-wise first: two statements whatever the batch size. A batch it cannot
+        // take whole (an unknown contact, a key another node stored a moment ago) is
+        // rolled back and goes in message by message, each in its own savepoint.
+        let results = match Self::append_set(&mut tx, &messages).await {
+            Ok(results) => results,
+            Err(_) => {
+                if let Err(e) = tx.rollback().await {
+                    return failed_all(&e);
+                }
+                tx = match self.pool.begin().await {
+                    Ok(tx) => tx,
+                    Err(e) => return failed_all(&e),
+                };
+                let mut results = Vec::with_capacity(n);
+                for m in messages {
+                    results.push(Self::append_in(&mut tx, m).await);
+                }
+                results
+            }
+        };
         if let Err(e) = tx.commit().await {
             return failed_all(&e);
         }

@@ -5,6 +5,7 @@
 //! our own, and readers never block it. `synchronous=FULL` is set explicitly, so an
 //! acknowledged message survives power loss.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope};
+use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope, batch};
 use crate::error::StoreError;
 use crate::model::{
     Contact, ContactId, Message, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
@@ -249,6 +250,122 @@ impl SqliteStore {
     }
 }
 
+/// A batch's rows as one JSON parameter: the statements stay fixed (prepared once,
+/// whatever the batch size) and SQLite's limit on bound variables never applies.
+fn json_param<T: serde::Serialize>(rows: &T) -> Result<String, StoreError> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+impl SqliteStore {
+    /// Appends a whole batch with five statements, or answers `None` when a
+    /// workspace of the batch does not exist (the caller then goes row by row, which
+    /// says which messages are refused). Nothing is written when it fails.
+    async fn append_set(
+        tx: &mut Transaction<'static, Sqlite>,
+        messages: &[NewMessage],
+    ) -> Result<Option<Vec<Result<Appended, StoreError>>>, StoreError> {
+        let keys = batch::keys(messages);
+        let mut stored = HashMap::new();
+        if !keys.is_empty() {
+            let keys: Vec<(String, &str)> = keys
+                .iter()
+                .map(|(w, c)| (w.to_string(), c.as_str()))
+                .collect();
+            let rows = sqlx::query(select_messages!(
+                "WHERE (workspace_id, client_id) IN \
+                 (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+            ))
+            .bind(json_param(&keys)?)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            for row in &rows {
+                let m = message_from_row(row)?;
+                if let Some(client_id) = m.client_id.clone() {
+                    stored.insert((m.workspace_id, client_id), m);
+                }
+            }
+        }
+        let plan = batch::plan(messages.to_vec(), &stored);
+        if plan.fresh.is_empty() {
+            return plan.finish(&[]).map(Some);
+        }
+
+        let mut workspaces: Vec<WorkspaceId> = plan.fresh.iter().map(|m| m.workspace_id).collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        let ids: Vec<String> = workspaces.iter().map(ToString::to_string).collect();
+        let rows = sqlx::query(
+            "SELECT id, last_seq FROM workspaces WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_param(&ids)?)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        let mut last_seq: HashMap<WorkspaceId, i64> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            last_seq.insert(parse(row, "id")?, row.try_get("last_seq").map_err(map_err)?);
+        }
+        if last_seq.len() != workspaces.len() {
+            return Ok(None);
+        }
+
+        let mut seqs = Vec::with_capacity(plan.fresh.len());
+        let mut rows = Vec::with_capacity(plan.fresh.len());
+        for m in &plan.fresh {
+            let last = last_seq
+                .get_mut(&m.workspace_id)
+                .ok_or_else(|| StoreError::Corrupt("a workspace counter went missing".into()))?;
+            *last += 1;
+            seqs.push(*last);
+            rows.push(serde_json::json!([
+                m.id.to_string(),
+                m.contact_id.to_string(),
+                m.workspace_id.to_string(),
+                m.sender,
+                m.body,
+                m.direction.as_str(),
+                m.status.as_str(),
+                m.twilio_sid,
+                m.msg_type.as_str(),
+                // How sqlx's SQLite driver writes a bound `DateTime<Utc>`, so reads parse it alike.
+                m.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                *last,
+                m.client_id,
+                m.moderation_flag,
+            ]));
+        }
+        sqlx::query(
+            "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
+             direction, status, twilio_sid, msg_type, created_at, seq, client_id, \
+             moderation_flag) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, 0, \
+                    value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, \
+                    value ->> 10, value ->> 11, value ->> 12 \
+             FROM json_each(?1) ORDER BY key",
+        )
+        .bind(json_param(&rows)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| map_insert_err(e, "contact", "message"))?;
+
+        let counters: Vec<(String, i64)> = last_seq
+            .into_iter()
+            .map(|(w, seq)| (w.to_string(), seq))
+            .collect();
+        sqlx::query(
+            "UPDATE workspaces SET last_seq = c.value ->> 1 \
+             FROM json_each(?1) AS c WHERE workspaces.id = c.value ->> 0",
+        )
+        .bind(json_param(&counters)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        plan.finish(&seqs).map(Some)
+    }
+}
+
 impl MessageStore for SqliteStore {
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         let mut results = self.append_batch(vec![message]).await;
@@ -271,12 +388,28 @@ impl MessageStore for SqliteStore {
             Ok(tx) => tx,
             Err(e) => return failed_all(e),
         };
-        let mut results = Vec::with_capacity(n);
-        for m in messages {
-            // SQLite rolls back only the failed statement, so one bad message (say, an
-            // unknown contact) does not spoil the others in the batch.
-            results.push(Self::append_in(&mut tx, m).await);
-        }
+        // Set-wise first: a constant number of statements (each a hand-off to sqlx's
+        // SQLite thread) whatever the batch size. A batch it cannot take whole (an
+        // unknown contact, a failing row) is rolled back and goes in message by message.
+        let results = match Self::append_set(&mut tx, &messages).await {
+            Ok(Some(results)) => results,
+            Ok(None) | Err(_) => {
+                if let Err(e) = tx.rollback().await {
+                    return failed_all(e);
+                }
+                tx = match self.writer.begin_with("BEGIN IMMEDIATE").await {
+                    Ok(tx) => tx,
+                    Err(e) => return failed_all(e),
+                };
+                let mut results = Vec::with_capacity(n);
+                for m in messages {
+                    // SQLite rolls back only the failed statement, so one bad message
+                    // does not spoil the others in the batch.
+                    results.push(Self::append_in(&mut tx, m).await);
+                }
+                results
+            }
+        };
         if let Err(e) = tx.commit().await {
             return failed_all(e);
         }
