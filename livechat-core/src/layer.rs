@@ -168,6 +168,7 @@ mod tests {
             inside(&buffer, value.as_bytes()),
             "the setup shares the buffer"
         );
+        assert!(inside(&buffer, req.uri().path().as_bytes()));
 
         let req = detach_head(req);
         let value = &req.headers()["authorization"];
