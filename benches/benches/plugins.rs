@@ -8,7 +8,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use livechat_core::model::{ContactId, Direction, MsgType, WorkspaceId};
-use livechat_core::moderation::Candidate;
+use livechat_core::moderation::{Candidate, Moderator};
 use livechat_plugins::{PluginEngine, PluginSettings, bundled};
 
 const BODY: &str = "Hi! I ordered the blue jacket last Tuesday (order #48213) and the tracking page \
@@ -21,6 +21,10 @@ fn plugins(c: &mut Criterion) {
         "a typical body is about 200 bytes: {}",
         BODY.len()
     );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let engine = PluginEngine::new().unwrap();
     let moderation_config = r#"{ "default": { "block": ["free money", "viagra", "crypto giveaway"], "flag": ["refund", "lawyer", "chargeback"] } }"#;
     let cases = [
@@ -37,11 +41,13 @@ fn plugins(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("plugins");
     for (name, wasm, config) in cases {
-        let plugin = engine
-            .load(wasm, PluginSettings::new(name).config(config))
+        let plugin = rt
+            .block_on(engine.load(wasm, PluginSettings::new(name).config(config)))
             .unwrap();
+        // As the server calls it: on the runtime thread.
         group.bench_function(format!("{name}/200_bytes"), |b| {
-            b.iter(|| plugin.check_blocking(candidate).unwrap())
+            b.to_async(&rt)
+                .iter(|| async { plugin.check(candidate).await.unwrap() })
         });
     }
     group.finish();

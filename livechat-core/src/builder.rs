@@ -125,6 +125,7 @@ impl LiveChatBuilder {
             .ws_max_message_size(frame)
             .ws_max_frame_size(frame)
             .max_buffer_size(self.limits.socket_buffer_packets)
+            .ws_read_buffer_size(self.limits.ws_read_buffer_bytes.max(64))
             .connect_timeout(self.limits.connect_timeout);
         if let Some(interval) = self.ping_interval {
             io = io.ping_interval(interval);

@@ -41,6 +41,10 @@ pub struct Limits {
     pub max_pending_per_socket: usize,
     /// Packets buffered per socket before it counts as too slow. Defaults to 256.
     pub socket_buffer_packets: usize,
+    /// Bytes a websocket reads at a time; the buffer lives as long as the connection,
+    /// so it is most of what an idle agent costs. Larger frames are read in several
+    /// steps. Defaults to 1 KiB (socketioxide's default is 4 KiB).
+    pub ws_read_buffer_bytes: usize,
     /// How long a client has to send its namespace connect (with the token) after the
     /// transport opened. Defaults to 10 s.
     pub connect_timeout: Duration,
@@ -82,6 +86,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_pending_per_socket: 64,
             socket_buffer_packets: 256,
+            ws_read_buffer_bytes: 1024,
             connect_timeout: Duration::from_secs(10),
             commit_queue: 4096,
             commit_batch: 256,

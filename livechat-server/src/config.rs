@@ -202,6 +202,10 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_SOCKET_BUFFER_PACKETS", default_value_t = 256)]
     pub socket_buffer_packets: usize,
 
+    /// Bytes a websocket reads at a time (kept for the connection's life).
+    #[arg(long, env = "LIVECHAT_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    pub ws_read_buffer_bytes: usize,
+
     /// Requests of one socket waiting to be handled; more are refused.
     #[arg(long, env = "LIVECHAT_MAX_PENDING_PER_SOCKET", default_value_t = 64)]
     pub max_pending_per_socket: usize,
@@ -299,6 +303,7 @@ impl Config {
         limits.commit_wait = Duration::from_millis(self.commit_wait_ms);
         limits.max_recovery_messages = self.max_recovery_messages;
         limits.socket_buffer_packets = self.socket_buffer_packets;
+        limits.ws_read_buffer_bytes = self.ws_read_buffer_bytes;
         limits.max_pending_per_socket = self.max_pending_per_socket;
         limits
     }
@@ -349,6 +354,7 @@ impl std::fmt::Debug for Config {
             .field("commit_wait_ms", &self.commit_wait_ms)
             .field("max_recovery_messages", &self.max_recovery_messages)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
+            .field("ws_read_buffer_bytes", &self.ws_read_buffer_bytes)
             .field("max_pending_per_socket", &self.max_pending_per_socket)
             .field("plugins", &self.plugins)
             .field("plugin_paths", &self.plugin_paths)

@@ -115,7 +115,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     let (authenticator, signing_secret) = authenticator(config)?;
     let origins = config.origin_policy();
     let mut builder = LiveChat::builder();
-    for plugin in load_plugins(config)? {
+    for plugin in load_plugins(config).await? {
         builder = builder.moderator(plugin);
     }
     if let Some(redis) = &redis {
@@ -226,7 +226,7 @@ pub async fn run(
 }
 
 /// The bundled plugins asked for, then the operator's own, in that order.
-fn load_plugins(config: &Config) -> anyhow::Result<Vec<Plugin>> {
+async fn load_plugins(config: &Config) -> anyhow::Result<Vec<Plugin>> {
     let wanted: Vec<&str> = config
         .plugins
         .iter()
@@ -263,7 +263,7 @@ fn load_plugins(config: &Config) -> anyhow::Result<Vec<Plugin>> {
                 "unknown bundled plugin `{other}` (there are `sanitize` and `moderation`)"
             ),
         };
-        plugins.push(engine.load(wasm, settings(name, file)?)?);
+        plugins.push(engine.load(wasm, settings(name, file)?).await?);
         tracing::info!(plugin = name, "plugin loaded");
     }
     for path in &config.plugin_paths {
@@ -272,7 +272,7 @@ fn load_plugins(config: &Config) -> anyhow::Result<Vec<Plugin>> {
         let name = path
             .file_stem()
             .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
-        plugins.push(engine.load(&wasm, settings(&name, None)?)?);
+        plugins.push(engine.load(&wasm, settings(&name, None)?).await?);
         tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
     }
     Ok(plugins)

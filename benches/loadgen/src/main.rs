@@ -95,6 +95,8 @@ struct Seat {
     workspace: String,
     contact: String,
     workspace_index: usize,
+    /// Unique to this seat in this run: the clientIds it sends are `<prefix>-<ack id>`.
+    key_prefix: String,
 }
 
 /// Counters shared by every client.
@@ -285,6 +287,7 @@ async fn setup(args: &Args, clients: usize) -> anyhow::Result<Vec<Seat>> {
         }
     };
     let http = reqwest::Client::new();
+    let run = random_id();
     let mut seats = Vec::with_capacity(clients);
     for i in 0..clients {
         let w = i % args.workspaces;
@@ -311,6 +314,7 @@ async fn setup(args: &Args, clients: usize) -> anyhow::Result<Vec<Seat>> {
             workspace: workspaces[w].clone(),
             contact: contact.clone(),
             workspace_index: w,
+            key_prefix: format!("{run}-{i}"),
         });
     }
     Ok(seats)
@@ -456,9 +460,11 @@ impl Client {
             if in_window(&shared, t) {
                 shared.sent.fetch_add(1, Ordering::Relaxed);
             }
+            // A clientId on every send, as the seed frontend does for safe retries; the
+            // server then checks it against the stored keys.
             Some(format!(
-                "42{id}[\"send_message\",{{\"contactId\":\"{}\",\"body\":\"{t}\"}}]",
-                seat.contact
+                "42{id}[\"send_message\",{{\"contactId\":\"{}\",\"clientId\":\"{}-{id}\",\"body\":\"{t}\"}}]",
+                seat.contact, seat.key_prefix
             ))
         };
         // Max-rate mode: fill the window at once.

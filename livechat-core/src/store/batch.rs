@@ -17,7 +17,7 @@ use crate::model::{Message, NewMessage, WorkspaceId};
 pub(crate) type Key = (WorkspaceId, String);
 
 enum Slot {
-    Stored(Message),
+    Stored(Box<Message>),
     /// The index into [`Plan::fresh`] of the message this one repeats.
     SameAs(usize),
     Fresh(usize),
@@ -51,7 +51,7 @@ pub(crate) fn plan(messages: Vec<NewMessage>, stored: &HashMap<Key, Message>) ->
             let key = m.client_id.clone().map(|c| (m.workspace_id, c));
             if let Some(key) = &key {
                 if let Some(existing) = stored.get(key) {
-                    return Slot::Stored(existing.clone());
+                    return Slot::Stored(Box::new(existing.clone()));
                 }
                 if let Some(&i) = first_of.get(key) {
                     return Slot::SameAs(i);
@@ -92,7 +92,7 @@ impl Plan {
             .into_iter()
             .map(|slot| {
                 Ok(match slot {
-                    Slot::Stored(m) => Appended::Duplicate(m),
+                    Slot::Stored(m) => Appended::Duplicate(*m),
                     Slot::SameAs(i) => Appended::Duplicate(stored[i].clone()),
                     Slot::Fresh(i) => Appended::Inserted(stored[i].clone()),
                 })

@@ -2,9 +2,11 @@
 //! `livechat:plugin/moderator` world (`plugins/wit/`) — in a wasmtime sandbox, as a
 //! [`livechat_core::moderation::Moderator`].
 //!
-//! Each plugin is compiled once and pre-linked once. Calls run on blocking threads, at
-//! most `max_concurrency` at a time, on warm instances that are reused; every call has
-//! a deadline (epoch interruption), every instance a memory and table cap and a wasm
+//! Each plugin is compiled once and pre-linked once. Calls run on the caller's async
+//! runtime, at most `max_concurrency` at a time, on warm instances that are reused; a
+//! call that runs longer than one epoch tick (1 ms) yields to the runtime at every
+//! tick, so a slow plugin never holds a runtime thread; every call has a deadline
+//! (epoch interruption), every instance a memory and table cap and a wasm
 //! stack limit; answers and logs are bounded. A trap, a timeout, a memory bomb or an
 //! oversized answer is contained, logged, counted, and handled by the plugin's
 //! failure policy — and the instance it happened on is thrown away, so the next
@@ -12,26 +14,32 @@
 //! WASI is linked with an empty context.
 //!
 //! ```no_run
-//! # fn demo() -> Result<(), livechat_plugins::PluginError> {
+//! # async fn demo() -> Result<(), livechat_plugins::PluginError> {
 //! use livechat_plugins::{PluginEngine, PluginSettings, bundled};
 //! let engine = PluginEngine::new()?;
-//! let sanitize = engine.load(bundled::SANITIZE, PluginSettings::new("sanitize"))?;
+//! let sanitize = engine
+//!     .load(bundled::SANITIZE, PluginSettings::new("sanitize"))
+//!     .await?;
 //! let (_layer, _chat) = livechat_core::LiveChat::builder().moderator(sanitize).build_layer();
 //! # Ok(()) }
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use livechat_core::moderation::{Candidate, FailurePolicy, ModerationError, Moderator, Verdict};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod bindings {
-    wasmtime::component::bindgen!({ world: "moderator", path: "../wit" });
+    wasmtime::component::bindgen!({
+        world: "moderator",
+        path: "../wit",
+        exports: { default: async },
+    });
 }
 
 use bindings::livechat::plugin::{host, types};
@@ -198,7 +206,7 @@ impl PluginEngine {
         config.max_wasm_stack(512 << 10);
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         bindings::Moderator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
@@ -210,7 +218,7 @@ impl PluginEngine {
     }
 
     /// Compiles and pre-links a plugin, and checks that it accepts its configuration.
-    pub fn load(&self, wasm: &[u8], settings: PluginSettings) -> Result<Plugin, PluginError> {
+    pub async fn load(&self, wasm: &[u8], settings: PluginSettings) -> Result<Plugin, PluginError> {
         let invalid = |e: wasmtime::Error| PluginError::Invalid {
             name: settings.name.clone(),
             reason: format!("{e:#}"),
@@ -227,10 +235,20 @@ impl PluginEngine {
             counters: Counters::default(),
         });
         // A first instance now: a bad configuration fails at load, not per message.
-        let warm = inner.instantiate()?;
+        let warm = inner.instantiate().await?;
         inner.check_in(warm);
         Ok(Plugin { inner })
     }
+}
+
+/// Runs plugin code to completion on this thread, for callers outside any runtime.
+/// wasmtime's yields need no particular executor.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(future)
 }
 
 /// Advances every engine's epoch once per tick while the engine lives.
@@ -255,6 +273,8 @@ struct HostState {
     log_line_bytes: usize,
     plugin: String,
     counters: Weak<PluginInner>,
+    /// When the running call must end.
+    call_deadline: Instant,
 }
 
 impl WasiView for HostState {
@@ -328,7 +348,7 @@ enum Outcome {
 }
 
 impl PluginInner {
-    fn instantiate(self: &Arc<Self>) -> Result<Warm, PluginError> {
+    async fn instantiate(self: &Arc<Self>) -> Result<Warm, PluginError> {
         let s = &self.settings;
         let state = HostState {
             // No preopened directories, no environment, no arguments, no inherited
@@ -347,31 +367,45 @@ impl PluginInner {
             log_line_bytes: s.max_log_line_bytes,
             plugin: s.name.clone(),
             counters: Arc::downgrade(self),
+            // `configure` may take longer than a check: it may build tables.
+            call_deadline: Instant::now() + s.deadline.max(Duration::from_millis(100)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(s.deadline.max(Duration::from_millis(100))));
+        // At every tick: past the deadline the call traps with `Interrupt`; before it,
+        // the call yields to the runtime. tokio's `yield_now` lets the runtime poll
+        // its timers and sockets before the call goes on; a plain yield would leave
+        // them waiting while yielding calls take turns.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(match Instant::now() >= ctx.data().call_deadline {
+                true => UpdateDeadline::Interrupt,
+                false => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
+            })
+        });
+        store.set_epoch_deadline(1);
         let fail = |reason: String| PluginError::Configure {
             name: s.name.clone(),
             reason,
         };
         let instance = self
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| fail(format!("{e:#}")))?;
         instance
             .call_configure(&mut store, &s.config)
+            .await
             .map_err(|e| fail(format!("{e:#}")))?
             .map_err(fail)?;
         self.counters.instances.fetch_add(1, Ordering::Relaxed);
         Ok(Warm { store, instance })
     }
 
-    fn check_out(self: &Arc<Self>) -> Result<Warm, PluginError> {
+    async fn check_out(self: &Arc<Self>) -> Result<Warm, PluginError> {
         let reused = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match reused {
             Some(w) => Ok(w),
-            None => self.instantiate(),
+            None => self.instantiate().await,
         }
     }
 
@@ -382,13 +416,15 @@ impl PluginInner {
             .push(warm);
     }
 
-    /// One call, on a blocking thread.
-    fn call(self: &Arc<Self>, message: types::Message) -> Result<Outcome, PluginError> {
-        let mut warm = self.check_out()?;
+    /// One call. Dropping the future mid-call drops the instance with it.
+    async fn call(self: &Arc<Self>, message: types::Message) -> Result<Outcome, PluginError> {
+        let mut warm = self.check_out().await?;
         let s = &self.settings;
-        warm.store.data_mut().logs_left = s.max_log_lines;
-        warm.store.set_epoch_deadline(deadline_ticks(s.deadline));
-        match warm.instance.call_check(&mut warm.store, &message) {
+        let state = warm.store.data_mut();
+        state.logs_left = s.max_log_lines;
+        state.call_deadline = Instant::now() + s.deadline;
+        warm.store.set_epoch_deadline(1);
+        match warm.instance.call_check(&mut warm.store, &message).await {
             Ok(verdict) => {
                 self.check_in(warm);
                 Ok(Outcome::Verdict(verdict))
@@ -401,12 +437,6 @@ impl PluginInner {
             },
         }
     }
-}
-
-fn deadline_ticks(deadline: Duration) -> u64 {
-    u64::try_from(deadline.as_millis() / TICK.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 impl Plugin {
@@ -423,12 +453,10 @@ impl Plugin {
         }
     }
 
-    /// Checks one message outside any runtime: for benchmarks and tools.
+    /// Checks one message outside any runtime: for tools.
     pub fn check_blocking(&self, message: Candidate<'_>) -> Result<Verdict, ModerationError> {
-        let outcome = self
-            .inner
-            .call(to_wit(message))
-            .map_err(|e| ModerationError::Failed {
+        let outcome =
+            block_on(self.inner.call(to_wit(message))).map_err(|e| ModerationError::Failed {
                 name: self.inner.settings.name.clone(),
                 reason: e.to_string(),
             })?;
@@ -505,19 +533,16 @@ impl Moderator for Plugin {
                 .await
                 .map_err(|_| ModerationError::Overloaded(name()))?
                 .map_err(|_| ModerationError::Overloaded(name()))?;
-        let inner = self.inner.clone();
-        let message = to_wit(message);
-        // Off the async runtime: a plugin call is CPU work that may run to its deadline.
-        let outcome = tokio::task::spawn_blocking(move || inner.call(message))
-            .await
-            .map_err(|e| ModerationError::Failed {
-                name: name(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| ModerationError::Failed {
-                name: name(),
-                reason: e.to_string(),
-            })?;
+        // On this runtime thread: a typical check takes microseconds, far less than a
+        // hand-off to a blocking thread and back, and a long one yields every tick.
+        let outcome =
+            self.inner
+                .call(to_wit(message))
+                .await
+                .map_err(|e| ModerationError::Failed {
+                    name: name(),
+                    reason: e.to_string(),
+                })?;
         drop(permit);
         if let Outcome::Trap(reason) = &outcome {
             tracing::warn!(plugin = %self.inner.settings.name, %reason, "plugin trapped");

@@ -21,13 +21,17 @@ fn uuid_of(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(n)
 }
 
-fn load(wasm: &[u8], settings: PluginSettings) -> Plugin {
-    PluginEngine::new().unwrap().load(wasm, settings).unwrap()
+async fn load(wasm: &[u8], settings: PluginSettings) -> Plugin {
+    PluginEngine::new()
+        .unwrap()
+        .load(wasm, settings)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn sanitize_in_the_sandbox_gives_the_expected_verdicts() {
-    let plugin = load(bundled::SANITIZE, PluginSettings::new("sanitize"));
+    let plugin = load(bundled::SANITIZE, PluginSettings::new("sanitize")).await;
     let table = [
         ("Hello there", Verdict::Allow),
         ("a < b > c, Tom & Jerry, I <3 you", Verdict::Allow),
@@ -63,7 +67,8 @@ async fn moderation_in_the_sandbox_reads_its_configuration() {
     let plugin = load(
         bundled::MODERATION,
         PluginSettings::new("moderation").config(config),
-    );
+    )
+    .await;
     assert!(matches!(
         plugin.check(candidate("f.r.e.e m0ney!!")).await.unwrap(),
         Verdict::Reject(_)
@@ -83,10 +88,13 @@ async fn moderation_in_the_sandbox_reads_its_configuration() {
         plugin.check(candidate("Where is my order?")).await.unwrap(),
         Verdict::Allow
     );
-    let bad = PluginEngine::new().unwrap().load(
-        bundled::MODERATION,
-        PluginSettings::new("moderation").config("{"),
-    );
+    let bad = PluginEngine::new()
+        .unwrap()
+        .load(
+            bundled::MODERATION,
+            PluginSettings::new("moderation").config("{"),
+        )
+        .await;
     assert!(
         bad.unwrap_err()
             .to_string()
@@ -99,7 +107,8 @@ async fn the_template_plugin_works_as_the_guide_says() {
     let plugin = load(
         bundled::TEMPLATE,
         PluginSettings::new("template").config("unsubscribe"),
-    );
+    )
+    .await;
     assert!(matches!(
         plugin
             .check(candidate("please UNSUBSCRIBE me"))
@@ -113,13 +122,14 @@ async fn the_template_plugin_works_as_the_guide_says() {
     );
 }
 
-fn hostile(mode: &str, deadline: Duration) -> Plugin {
+async fn hostile(mode: &str, deadline: Duration) -> Plugin {
     load(
         bundled::HOSTILE,
         PluginSettings::new(format!("hostile-{mode}"))
             .config(mode)
             .deadline(deadline),
     )
+    .await
 }
 
 /// After a failure, the next message runs on a fresh instance and gets its verdict.
@@ -137,7 +147,7 @@ async fn recovers(plugin: &Plugin) {
 
 #[tokio::test]
 async fn an_infinite_loop_is_stopped_at_the_deadline() {
-    let plugin = hostile("spin", Duration::from_millis(20));
+    let plugin = hostile("spin", Duration::from_millis(20)).await;
     let started = Instant::now();
     let e = plugin.check(candidate("go")).await.unwrap_err();
     let took = started.elapsed();
@@ -156,7 +166,8 @@ async fn a_memory_bomb_hits_the_cap_and_traps() {
             .config("memory")
             .memory_limit(16 << 20)
             .deadline(Duration::from_secs(2)),
-    );
+    )
+    .await;
     let started = Instant::now();
     let e = plugin.check(candidate("go")).await.unwrap_err();
     assert!(matches!(e, ModerationError::Failed { .. }), "{e}");
@@ -170,7 +181,7 @@ async fn a_memory_bomb_hits_the_cap_and_traps() {
 
 #[tokio::test]
 async fn a_trap_is_contained() {
-    let plugin = hostile("trap", Duration::from_millis(200));
+    let plugin = hostile("trap", Duration::from_millis(200)).await;
     let e = plugin.check(candidate("go")).await.unwrap_err();
     assert!(matches!(e, ModerationError::Failed { .. }), "{e}");
     recovers(&plugin).await;
@@ -178,7 +189,7 @@ async fn a_trap_is_contained() {
 
 #[tokio::test]
 async fn an_oversized_answer_is_refused() {
-    let plugin = hostile("huge", Duration::from_secs(2));
+    let plugin = hostile("huge", Duration::from_secs(2)).await;
     let e = plugin.check(candidate("go")).await.unwrap_err();
     assert!(matches!(e, ModerationError::InvalidOutput { .. }), "{e}");
     assert_eq!(plugin.stats().oversized, 1);
@@ -186,16 +197,18 @@ async fn an_oversized_answer_is_refused() {
 
 #[tokio::test]
 async fn logs_are_bounded() {
-    let plugin = hostile("logs", Duration::from_secs(5));
+    let plugin = hostile("logs", Duration::from_secs(5)).await;
     assert_eq!(plugin.check(candidate("go")).await.unwrap(), Verdict::Allow);
     let stats = plugin.stats();
     assert!(stats.logs_dropped >= 9_000, "{stats:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One runtime thread, as livechat-server runs on one core: the plugins' calls and the
+// timer share it, so the timer keeps time only if the calls yield.
+#[tokio::test(flavor = "current_thread")]
 async fn slow_and_spinning_plugins_never_block_the_runtime() {
-    let spin = hostile("spin", Duration::from_millis(50));
-    let slow = hostile("slow", Duration::from_secs(5));
+    let spin = hostile("spin", Duration::from_millis(50)).await;
+    let slow = hostile("slow", Duration::from_secs(5)).await;
     // Eight hostile calls at once, while the runtime keeps answering a timer.
     let mut calls = Vec::new();
     for i in 0..8 {
@@ -217,7 +230,7 @@ async fn slow_and_spinning_plugins_never_block_the_runtime() {
         let _ = c.await.unwrap();
     }
     assert!(
-        worst < Duration::from_millis(100),
+        worst < Duration::from_millis(30),
         "a 5 ms timer took {worst:?}: the runtime was blocked"
     );
     eprintln!(
@@ -236,7 +249,8 @@ async fn fail_open_lets_the_message_through_and_fail_closed_does_not() {
             PluginSettings::new("hostile-trap")
                 .config("trap")
                 .failure_policy(policy),
-        );
+        )
+        .await;
         let (_layer, chat) = LiveChat::builder()
             .moderator(plugin)
             .limits(Limits::default())
