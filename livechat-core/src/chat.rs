@@ -278,7 +278,7 @@ impl LiveChat {
             Direction::Outbound => Status::Sent,
         });
         let new = NewMessage {
-            id: MessageId::new_v4(),
+            id: MessageId::new_v7(),
             contact_id: contact.id,
             workspace_id: contact.workspace_id,
             sender: msg.sender,

@@ -147,7 +147,18 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.clone())
+            // The writer touches the same index pages commit after commit: keep them
+            // (up to 32 MiB) instead of reading them back (SQLite's default is 2 MiB),
+            // and copy them from the WAL into the database every 8192 pages (32 MiB)
+            // instead of every 1000: a busy commit writes hundreds of pages, so the
+            // default checkpoints after almost every commit and writes each hot page
+            // (the last leaf of every active conversation's index) twice per commit.
+            .connect_with(
+                connect
+                    .clone()
+                    .pragma("cache_size", "-32768")
+                    .pragma("wal_autocheckpoint", "8192"),
+            )
             .await
             .map_err(map_err)?;
         sqlx::migrate!("./migrations/sqlite")
