@@ -14,6 +14,12 @@ use tower_service::Service;
 
 /// The tower layer: serves `/socket.io` and passes every other request to the
 /// wrapped service.
+///
+/// Memory per connected socket: the layer copies the request head out of hyper's
+/// read buffer, because socketioxide keeps it for the socket's life. Anything else
+/// that keeps a piece of the head keeps the whole buffer (8–16 KiB) alive too: with
+/// axum's `Router::layer`, turn off axum's default `original-uri` feature, whose
+/// `OriginalUri` extension is such a piece.
 #[derive(Clone)]
 pub struct LiveChatLayer {
     inner: SocketIoLayer,
