@@ -145,6 +145,17 @@ enum Actor<'a> {
     Server,
 }
 
+/// A message accepted and queued for its commit.
+pub(crate) struct Committing(crate::delivery::Pending);
+
+impl Committing {
+    /// The stored message once committed. The writer commits, then delivers; a
+    /// duplicate is the stored original, and is not delivered again.
+    pub(crate) async fn message(self) -> Result<Message, ChatError> {
+        Ok(self.0.outcome().await?.into_message())
+    }
+}
+
 impl LiveChat {
     /// Starts building a livechat service.
     pub fn builder() -> LiveChatBuilder {
@@ -232,15 +243,18 @@ impl LiveChat {
         self.run_pipeline(Actor::User(who, None), publish).await
     }
 
-    /// `send_message` from a socket: also held to that socket's own budget.
+    /// `send_message` from a socket: also held to that socket's own budget. Returns
+    /// once the message is accepted and queued for its commit, so that the socket's
+    /// next send can be checked while this one commits; commits keep the order in
+    /// which messages were queued.
     pub(crate) async fn send_from_socket(
         &self,
         budget: Option<&SocketBudget>,
         who: &Identity,
         req: SendMessage,
-    ) -> Result<Message, ChatError> {
+    ) -> Result<Committing, ChatError> {
         let publish = self.publish_from(who, req);
-        self.run_pipeline(Actor::User(who, budget), publish).await
+        self.accept(Actor::User(who, budget), publish).await
     }
 
     fn publish_from(&self, who: &Identity, req: SendMessage) -> Publish {
@@ -263,6 +277,12 @@ impl LiveChat {
     }
 
     async fn run_pipeline(&self, actor: Actor<'_>, msg: Publish) -> Result<Message, ChatError> {
+        self.accept(actor, msg).await?.message().await
+    }
+
+    /// Everything before the commit: validation, authorization, the send budgets and
+    /// moderation; then the message is queued for the writer.
+    async fn accept(&self, actor: Actor<'_>, msg: Publish) -> Result<Committing, ChatError> {
         self.validate(&msg)?;
         let contact = self.contact_or_not_found(msg.contact_id).await?;
         if let Actor::User(who, budget) = actor {
@@ -291,8 +311,7 @@ impl LiveChat {
             created_at: Utc::now(),
             moderation_flag,
         };
-        // The writer commits, then delivers; a duplicate is returned, never delivered.
-        Ok(self.inner.writer.append(new).await?.into_message())
+        Ok(Committing(self.inner.writer.enqueue(new)?))
     }
 
     /// Runs the moderators in order; returns the body to store and the flag, if any.

@@ -86,6 +86,21 @@ pub(crate) struct WriterConfig {
 
 type AppendReply = oneshot::Sender<Result<Appended, StoreError>>;
 
+/// A message queued for a commit.
+pub(crate) struct Pending(oneshot::Receiver<Result<Appended, StoreError>>);
+
+impl Pending {
+    /// Waits for the commit (or the refusal) of the message.
+    pub(crate) async fn outcome(self) -> Result<Appended, ChatError> {
+        let stopped = || {
+            ChatError::Store(StoreError::Unavailable(
+                "the commit writer has stopped".into(),
+            ))
+        };
+        Ok(self.0.await.map_err(|_| stopped())??)
+    }
+}
+
 enum Command {
     Append {
         message: NewMessage,
@@ -176,9 +191,10 @@ impl Writer {
         }
     }
 
-    /// Queues a message for the next commit and waits for its outcome. A full queue
-    /// is refused at once with `unavailable`, so that load sheds instead of piling up.
-    pub(crate) async fn append(&self, message: NewMessage) -> Result<Appended, ChatError> {
+    /// Queues a message for the next commit. A full queue is refused at once with
+    /// `unavailable`, so that load sheds instead of piling up. Messages queued one
+    /// after the other are committed in that order.
+    pub(crate) fn enqueue(&self, message: NewMessage) -> Result<Pending, ChatError> {
         self.ensure_started();
         let (reply, outcome) = oneshot::channel();
         self.tx
@@ -191,12 +207,7 @@ impl Writer {
                     "the commit writer has stopped".into(),
                 )),
             })?;
-        let stopped = || {
-            ChatError::Store(StoreError::Unavailable(
-                "the commit writer has stopped".into(),
-            ))
-        };
-        Ok(outcome.await.map_err(|_| stopped())??)
+        Ok(Pending(outcome))
     }
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Step) -> Option<T> {

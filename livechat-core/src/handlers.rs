@@ -138,12 +138,9 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
     // socket could finish in any order. A client that sends m1 then m2, or joins then
     // reads, must see them handled in that order: every event is queued here in
     // arrival order and one task per socket works the queue.
-    let (queue, mut jobs) = mpsc::channel::<Job>(chat.limits().max_pending_per_socket.max(1));
-    tokio::spawn(async move {
-        while let Some(job) = jobs.recv().await {
-            job.await;
-        }
-    });
+    let pending = chat.limits().max_pending_per_socket.max(1);
+    let (queue, jobs) = mpsc::channel::<Job>(pending);
+    tokio::spawn(work_the_queue(jobs, pending));
 
     if let Some(expires_at) = identity.expires_at {
         let left = (expires_at - chrono::Utc::now())
@@ -209,14 +206,18 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
             Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
         },
     );
-    on(
+    on_with(
         &s,
         &chat,
         &queue,
         events::SEND_MESSAGE,
+        true,
         |chat, s, who, req: SendMessage| async move {
             let budget = s.extensions.get::<SocketBudget>();
-            chat.send_from_socket(budget.as_ref(), &who, req).await
+            match chat.send_from_socket(budget.as_ref(), &who, req).await {
+                Ok(committing) => Outcome::Committing(Box::pin(committing.message())),
+                Err(e) => Outcome::Done(Err(e)),
+            }
         },
     );
     on(
@@ -235,12 +236,70 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
     );
 }
 
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// One event of a socket, queued in arrival order.
+struct Job {
+    /// Whether it may start while earlier sends of the socket are still committing.
+    pipelined: bool,
+    /// Runs the handler and answers; a send answers later, through what it returns.
+    run: Pin<Box<dyn Future<Output = Option<Committing>> + Send>>,
+}
 
-/// Registers one event: queue it in arrival order; the socket's worker decodes the
-/// payload (a parse failure is answered, never dropped), runs `f`, and answers through
-/// the ack or with `livechat:error`. A socket with too many requests pending is told
-/// `rate_limited` at once.
+/// A send waiting for its commit; resolves to the answer, to be given in order.
+type Committing = Pin<Box<dyn Future<Output = Box<dyn FnOnce() + Send>> + Send>>;
+
+/// What a handler gives back: its result, or a send still to be committed.
+enum Outcome<Res> {
+    Done(Result<Res, ChatError>),
+    Committing(Pin<Box<dyn Future<Output = Result<Res, ChatError>> + Send>>),
+}
+
+/// Works a socket's queue. Consecutive sends are pipelined: the next is checked and
+/// queued for the commit writer while the previous ones commit, so a burst from one
+/// socket shares commits (and the broadcasts of one commit share writes). Commits
+/// keep queue order and acks go out in that order; any other event waits until the
+/// sends before it are committed, so a read sees them. At most `max_committing` sends
+/// of one socket wait for commits at once.
+async fn work_the_queue(mut jobs: mpsc::Receiver<Job>, max_committing: usize) {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesOrdered;
+
+    let mut committing = FuturesOrdered::<Committing>::new();
+    loop {
+        let job = tokio::select! {
+            biased;
+            Some(answer) = committing.next(), if !committing.is_empty() => {
+                answer();
+                continue;
+            }
+            job = jobs.recv(), if committing.len() < max_committing => match job {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        if !job.pipelined {
+            while let Some(answer) = committing.next().await {
+                answer();
+            }
+        }
+        let run = job.run;
+        tokio::pin!(run);
+        let waiting = loop {
+            tokio::select! {
+                biased;
+                waiting = &mut run => break waiting,
+                Some(answer) = committing.next(), if !committing.is_empty() => answer(),
+            }
+        };
+        if let Some(waiting) = waiting {
+            committing.push_back(waiting);
+        }
+    }
+    while let Some(answer) = committing.next().await {
+        answer();
+    }
+}
+
+/// Registers one event that is answered when its handler returns.
 fn on<Req, Res, F, Fut>(
     s: &SocketRef,
     chat: &LiveChat,
@@ -252,6 +311,29 @@ fn on<Req, Res, F, Fut>(
     Res: Serialize + Send + 'static,
     F: Fn(LiveChat, SocketRef, Arc<Identity>, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Res, ChatError>> + Send + 'static,
+{
+    on_with(s, chat, queue, event, false, move |chat, s, who, req| {
+        let answered = f(chat, s, who, req);
+        async move { Outcome::Done(answered.await) }
+    });
+}
+
+/// Registers one event: queue it in arrival order; the socket's worker decodes the
+/// payload (a parse failure is answered, never dropped), runs `f`, and answers through
+/// the ack or with `livechat:error`. A socket with too many requests pending is told
+/// `rate_limited` at once.
+fn on_with<Req, Res, F, Fut>(
+    s: &SocketRef,
+    chat: &LiveChat,
+    queue: &mpsc::Sender<Job>,
+    event: &'static str,
+    pipelined: bool,
+    f: F,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Res: Serialize + Send + 'static,
+    F: Fn(LiveChat, SocketRef, Arc<Identity>, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome<Res>> + Send + 'static,
 {
     let chat = chat.clone();
     let queue = queue.clone();
@@ -275,19 +357,33 @@ fn on<Req, Res, F, Fut>(
             };
             let chat = chat.clone();
             let f = f.clone();
-            permit.send(Box::pin(async move {
-                let decoded = data
-                    .map_err(|e| {
-                        ChatError::InvalidPayload(format!("the payload does not parse: {e}"))
-                    })
-                    .and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
-                let result = match (decoded, s.extensions.get::<Arc<Identity>>()) {
-                    (Ok(req), Some(who)) => f(chat, s.clone(), who, req).await,
-                    (Ok(_), None) => Err(ChatError::Unauthorized),
-                    (Err(e), _) => Err(e),
-                };
-                answer(&s, ack, wanted, event, result);
-            }));
+            permit.send(Job {
+                pipelined,
+                run: Box::pin(async move {
+                    let decoded = data
+                        .map_err(|e| {
+                            ChatError::InvalidPayload(format!("the payload does not parse: {e}"))
+                        })
+                        .and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
+                    let outcome = match (decoded, s.extensions.get::<Arc<Identity>>()) {
+                        (Ok(req), Some(who)) => f(chat, s.clone(), who, req).await,
+                        (Ok(_), None) => Outcome::Done(Err(ChatError::Unauthorized)),
+                        (Err(e), _) => Outcome::Done(Err(e)),
+                    };
+                    match outcome {
+                        Outcome::Done(result) => {
+                            answer(&s, ack, wanted, event, result);
+                            None
+                        }
+                        Outcome::Committing(commit) => Some(Box::pin(async move {
+                            let result = commit.await;
+                            Box::new(move || answer(&s, ack, wanted, event, result))
+                                as Box<dyn FnOnce() + Send>
+                        })
+                            as Committing),
+                    }
+                }),
+            });
             std::future::ready(())
         },
     );

@@ -554,3 +554,86 @@ async fn a_socket_with_too_many_requests_pending_is_told_at_once() {
         "{busy:?}"
     );
 }
+
+/// Reads frames until `n` acks (`43<id>[...]`) arrived; returns them in arrival order.
+async fn acks_in_arrival_order(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    n: usize,
+) -> Vec<(u32, serde_json::Value)> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut acks = Vec::new();
+    while acks.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} acks within 5 s: {acks:?}", acks.len()))
+            .expect("the connection closed")
+            .expect("websocket error");
+        let Message::Text(text) = frame else { continue };
+        let Some(ack) = text.strip_prefix("43") else {
+            continue;
+        };
+        let split = ack.find('[').expect("an ack frame carries an array");
+        let mut args: Vec<serde_json::Value> = serde_json::from_str(&ack[split..]).unwrap();
+        acks.push((ack[..split].parse().expect("ack id"), args.remove(0)));
+    }
+    acks
+}
+
+#[tokio::test]
+async fn a_burst_from_one_socket_shares_commits_and_is_acked_in_order() {
+    // Every commit takes 200 ms: sends handled one at a time would need eight commits.
+    let server = Server::start_with(
+        crate::harness::SlowStore::new(Duration::from_millis(200)),
+        Limits::default(),
+    )
+    .await;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = raw_ws(&server).await;
+    let batches_before = server.chat.stats().commit_batches;
+    for id in 1..=8u32 {
+        let body = json!(["send_message", {
+            "contactId": server.contact, "body": format!("m{id}"), "clientId": format!("k{id}")
+        }]);
+        ws.send(Message::text(format!("42{id}{body}")))
+            .await
+            .unwrap();
+    }
+    // A read after the sends: it must see all of them.
+    let history = json!(["history", { "contactId": server.contact }]);
+    ws.send(Message::text(format!("429{history}")))
+        .await
+        .unwrap();
+
+    let acks = acks_in_arrival_order(&mut ws, 9).await;
+    let ids: Vec<u32> = acks.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        (1..=9).collect::<Vec<u32>>(),
+        "acks in the order of the requests"
+    );
+    let seqs: Vec<i64> = acks[..8]
+        .iter()
+        .map(|(_, r)| r["data"]["seq"].as_i64().unwrap_or_else(|| panic!("{r}")))
+        .collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<i64>>(), "seqs in send order");
+    let read: Vec<&str> = acks[8].1["data"]["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", acks[8].1))
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        read.len(),
+        8,
+        "the read after the sends sees every one: {read:?}"
+    );
+    let batches = server.chat.stats().commit_batches - batches_before;
+    assert!(
+        batches <= 3,
+        "eight sends from one socket took {batches} commits: they did not share"
+    );
+}
