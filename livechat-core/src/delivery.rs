@@ -101,14 +101,6 @@ impl Pending {
     }
 }
 
-enum Command {
-    Append {
-        message: NewMessage,
-        reply: AppendReply,
-    },
-    Step(Step),
-}
-
 /// Everything but appends: run between two commits, in arrival order.
 enum Step {
     Recovery(RecoveryStep),
@@ -152,7 +144,10 @@ pub(crate) struct RecoveryMiss;
 /// The handle to the writer task. The task starts with the first command, so that
 /// building a livechat does not need a running runtime.
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Command>,
+    /// Sends waiting for a commit. Its own queue, so that a flood of steps (another
+    /// node's messages, change-feed announcements) never takes the room of sends.
+    appends: mpsc::Sender<(NewMessage, AppendReply)>,
+    steps: mpsc::Sender<Step>,
     task: Mutex<Option<WriterTask>>,
     config: WriterConfig,
 }
@@ -165,9 +160,11 @@ impl Writer {
         config: WriterConfig,
         fanout: Option<Arc<dyn Fanout>>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let (appends, appends_rx) = mpsc::channel(config.queue.max(1));
+        let (steps, steps_rx) = mpsc::channel(STEP_QUEUE);
         let task = WriterTask {
-            rx,
+            appends: appends_rx,
+            steps: steps_rx,
             io,
             store,
             counters,
@@ -177,7 +174,8 @@ impl Writer {
             fanout,
         };
         Self {
-            tx,
+            appends,
+            steps,
             task: Mutex::new(Some(task)),
             config,
         }
@@ -197,8 +195,8 @@ impl Writer {
     pub(crate) fn enqueue(&self, message: NewMessage) -> Result<Pending, ChatError> {
         self.ensure_started();
         let (reply, outcome) = oneshot::channel();
-        self.tx
-            .try_send(Command::Append { message, reply })
+        self.appends
+            .try_send((message, reply))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ChatError::Overloaded {
                     retry_after: Duration::from_millis(200),
@@ -213,7 +211,7 @@ impl Writer {
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Step) -> Option<T> {
         self.ensure_started();
         let (reply, outcome) = oneshot::channel();
-        self.tx.send(Command::Step(make(reply))).await.ok()?;
+        self.steps.send(make(reply)).await.ok()?;
         outcome.await.ok()
     }
 
@@ -221,7 +219,7 @@ impl Writer {
         self.ensure_started();
         // Waits for room in the queue: the feeds that call this can wait, and a
         // dropped step would leave a gap until the next message of that workspace.
-        let _ = self.tx.send(Command::Step(step)).await;
+        let _ = self.steps.send(step).await;
     }
 
     /// Joins `socket` to `room` (a room of `workspace`) between two deliveries.
@@ -345,7 +343,8 @@ struct Recovering {
 }
 
 struct WriterTask {
-    rx: mpsc::Receiver<Command>,
+    appends: mpsc::Receiver<(NewMessage, AppendReply)>,
+    steps: mpsc::Receiver<Step>,
     io: SocketIo,
     store: Arc<dyn DynStore>,
     counters: Arc<Counters>,
@@ -360,18 +359,32 @@ impl WriterTask {
     async fn run(mut self) {
         let mut appends = Vec::new();
         let mut steps = Vec::new();
-        while let Some(first) = self.rx.recv().await {
-            sort(first, &mut appends, &mut steps);
+        loop {
+            tokio::select! {
+                step = self.steps.recv() => match step {
+                    Some(step) => steps.push(step),
+                    None => break,
+                },
+                append = self.appends.recv() => match append {
+                    Some(append) => appends.push(append),
+                    None => break,
+                },
+            }
+            while steps.len() < STEP_QUEUE
+                && let Ok(step) = self.steps.try_recv()
+            {
+                steps.push(step);
+            }
             // Take whatever else is waiting, up to the batch bound; optionally wait a
             // little for more to arrive. Batches form by themselves under load: while
             // one commit is in flight, the next sends queue up.
             let deadline = tokio::time::Instant::now() + self.config.max_wait;
-            while appends.len() < self.config.max_batch {
-                match self.rx.try_recv() {
-                    Ok(cmd) => sort(cmd, &mut appends, &mut steps),
+            while !appends.is_empty() && appends.len() < self.config.max_batch {
+                match self.appends.try_recv() {
+                    Ok(append) => appends.push(append),
                     Err(_) if self.config.max_wait.is_zero() => break,
-                    Err(_) => match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                        Ok(Some(cmd)) => sort(cmd, &mut appends, &mut steps),
+                    Err(_) => match tokio::time::timeout_at(deadline, self.appends.recv()).await {
+                        Ok(Some(append)) => appends.push(append),
                         _ => break,
                     },
                 }
@@ -379,7 +392,7 @@ impl WriterTask {
             if !appends.is_empty() {
                 self.commit(std::mem::take(&mut appends)).await;
             }
-            // Other steps run after the batch before them was delivered.
+            // Steps run after the batch they waited behind was delivered.
             for step in std::mem::take(&mut steps) {
                 self.step(step).await;
             }
@@ -619,12 +632,8 @@ impl WriterTask {
     }
 }
 
-fn sort(cmd: Command, appends: &mut Vec<(NewMessage, AppendReply)>, steps: &mut Vec<Step>) {
-    match cmd {
-        Command::Append { message, reply } => appends.push((message, reply)),
-        Command::Step(step) => steps.push(step),
-    }
-}
+/// Steps waiting for the writer; more wait for room (their senders can wait).
+const STEP_QUEUE: usize = 1024;
 
 /// Emits one backlog message, waiting while the socket's buffer is full: a backlog
 /// can be longer than the buffer, and the client drains it as it reads. Gives up
