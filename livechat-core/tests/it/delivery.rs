@@ -306,3 +306,41 @@ async fn messages_committed_during_the_backlog_read_come_once_and_in_order() {
         "no gap, no duplicate, in order"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_announcements_from_other_nodes_never_refuses_local_sends() {
+    // Commits take 100 ms and only four sends may wait for one; meanwhile another
+    // node's feed announces commits as fast as it can. Sends must still get in.
+    let mut limits = Limits::default();
+    limits.commit_queue = 4;
+    let server = Server::start_with(SlowStore::new(Duration::from_millis(100)), limits).await;
+    let agent = server.connect("alice").await;
+    agent
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut floods = Vec::new();
+    for _ in 0..8 {
+        let chat = server.chat.clone();
+        let ws = server.ws;
+        let flooding = flooding.clone();
+        floods.push(tokio::spawn(async move {
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                chat.announced(ws, 1).await;
+            }
+        }));
+    }
+    for i in 0..3 {
+        let sent = agent
+            .call_ok(
+                "send_message",
+                json!({ "contactId": server.contact, "body": format!("m{i}") }),
+            )
+            .await;
+        assert_eq!(sent["seq"], i + 1, "{sent}");
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    for f in floods {
+        f.await.unwrap();
+    }
+}
