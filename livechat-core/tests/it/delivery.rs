@@ -344,3 +344,42 @@ async fn a_flood_of_announcements_from_other_nodes_never_refuses_local_sends() {
         f.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_gap_the_store_cannot_fill_is_counted_and_the_message_still_delivered() {
+    let store = SlowStore::new(Duration::ZERO);
+    let failing_sync = store.failing_sync.clone();
+    let server = Server::start_with(store, Limits::default()).await;
+    let mut agent = server.connect("alice").await;
+    agent
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    let first = server
+        .chat
+        .publish(Publish::new(server.contact, Direction::Inbound, "first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.take("new_message", 1, WAIT).await[0]["seq"],
+        first.seq
+    );
+    let gaps_before = server.chat.stats().delivery_gaps;
+
+    // Another node's message two ahead: the one between cannot be read.
+    failing_sync.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut ahead = first.clone();
+    ahead.id = livechat_core::model::MessageId::new_v7();
+    ahead.seq = first.seq + 2;
+    ahead.body = "from another node".into();
+    server.chat.committed_elsewhere(ahead.clone()).await;
+    let got = agent.take("new_message", 1, WAIT).await;
+    assert_eq!(
+        got[0]["seq"], ahead.seq,
+        "delivered rather than held: {got:?}"
+    );
+    assert_eq!(
+        server.chat.stats().delivery_gaps,
+        gaps_before + 1,
+        "a gap left unfilled is counted"
+    );
+}

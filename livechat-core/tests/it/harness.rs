@@ -324,6 +324,8 @@ pub(crate) struct SlowStore {
     /// How long a `sync` waits before it reads.
     pub(crate) sync_delay: Duration,
     pub(crate) failing: Arc<AtomicBool>,
+    /// While set, `sync` fails as an unreachable store would.
+    pub(crate) failing_sync: Arc<AtomicBool>,
 }
 
 impl SlowStore {
@@ -333,6 +335,7 @@ impl SlowStore {
             delay,
             sync_delay: Duration::ZERO,
             failing: Arc::default(),
+            failing_sync: Arc::default(),
         }
     }
 }
@@ -361,6 +364,9 @@ impl MessageStore for SlowStore {
     }
     async fn sync(&self, s: SyncScope, after: i64, limit: u32) -> Result<Page, StoreError> {
         tokio::time::sleep(self.sync_delay).await;
+        if self.failing_sync.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected".into()));
+        }
         self.inner.sync(s, after, limit).await
     }
     async fn mark_read(&self, c: ContactId, up_to: i64) -> Result<u64, StoreError> {
