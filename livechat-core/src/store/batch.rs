@@ -18,16 +18,18 @@ pub(crate) type Key = (WorkspaceId, String);
 
 enum Slot {
     Stored(Box<Message>),
-    /// The index into [`Plan::fresh`] of the message this one repeats.
+    /// Repeats the fresh message with this index into [`Plan::fresh`].
     SameAs(usize),
     Fresh(usize),
 }
 
-/// A batch sorted for one insert.
+/// A batch sorted for one insert. It borrows nothing: the batch itself goes to
+/// [`Plan::finish`] only once the insert succeeded, so a failed insert leaves it to
+/// the caller for the row-by-row path.
 pub(crate) struct Plan {
     slots: Vec<Slot>,
-    /// The messages to insert, in the batch's order.
-    pub(crate) fresh: Vec<NewMessage>,
+    /// The indices (into the batch) of the messages to insert, in batch order.
+    fresh: Vec<usize>,
 }
 
 /// The idempotency keys of a batch, each once.
@@ -41,13 +43,22 @@ pub(crate) fn keys(messages: &[NewMessage]) -> Vec<Key> {
     keys
 }
 
+/// Stored messages under their idempotency keys (those without a key are left out).
+pub(crate) fn by_key(stored: Vec<Message>) -> HashMap<Key, Message> {
+    stored
+        .into_iter()
+        .filter_map(|m| Some(((m.workspace_id, m.client_id.clone()?), m)))
+        .collect()
+}
+
 /// Sorts `messages` given the ones already `stored` under their keys.
-pub(crate) fn plan(messages: Vec<NewMessage>, stored: &HashMap<Key, Message>) -> Plan {
+pub(crate) fn plan(messages: &[NewMessage], stored: &HashMap<Key, Message>) -> Plan {
     let mut first_of: HashMap<Key, usize> = HashMap::new();
     let mut fresh = Vec::with_capacity(messages.len());
     let slots = messages
-        .into_iter()
-        .map(|m| {
+        .iter()
+        .enumerate()
+        .map(|(at, m)| {
             let key = m.client_id.clone().map(|c| (m.workspace_id, c));
             if let Some(key) = &key {
                 if let Some(existing) = stored.get(key) {
@@ -58,7 +69,7 @@ pub(crate) fn plan(messages: Vec<NewMessage>, stored: &HashMap<Key, Message>) ->
                 }
             }
             let i = fresh.len();
-            fresh.push(m);
+            fresh.push(at);
             if let Some(key) = key {
                 first_of.insert(key, i);
             }
@@ -69,34 +80,47 @@ pub(crate) fn plan(messages: Vec<NewMessage>, stored: &HashMap<Key, Message>) ->
 }
 
 impl Plan {
-    /// The answers, given the seq each fresh message was stored with (in `fresh` order).
+    /// The messages to insert, in batch order.
+    pub(crate) fn fresh<'a>(&self, messages: &'a [NewMessage]) -> Vec<&'a NewMessage> {
+        self.fresh.iter().map(|&at| &messages[at]).collect()
+    }
+
+    /// The answers for `messages` (the batch that was planned), given the seq each
+    /// fresh message was stored with, in order. A fresh message without a seq is
+    /// answered as corrupt.
     pub(crate) fn finish(
         self,
+        messages: Vec<NewMessage>,
         seqs: &[i64],
-    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
-        if seqs.len() != self.fresh.len() {
-            return Err(StoreError::Corrupt(format!(
-                "{} messages inserted, {} seqs returned",
-                self.fresh.len(),
-                seqs.len()
-            )));
-        }
-        let stored: Vec<Message> = self
+    ) -> Vec<Result<Appended, StoreError>> {
+        let mut messages: Vec<Option<NewMessage>> = messages.into_iter().map(Some).collect();
+        let mut inserted: Vec<Option<Message>> = self
             .fresh
-            .into_iter()
+            .iter()
             .zip(seqs)
-            .map(|(m, &seq)| m.into_message(seq))
+            .map(|(&at, &seq)| messages[at].take().map(|m| m.into_message(seq)))
             .collect();
-        Ok(self
+        // Repeats first, while every inserted message is still here to copy.
+        let mut answers: Vec<Option<Result<Appended, StoreError>>> = self
             .slots
-            .into_iter()
-            .map(|slot| {
-                Ok(match slot {
-                    Slot::Stored(m) => Appended::Duplicate(*m),
-                    Slot::SameAs(i) => Appended::Duplicate(stored[i].clone()),
-                    Slot::Fresh(i) => Appended::Inserted(stored[i].clone()),
-                })
+            .iter()
+            .map(|slot| match slot {
+                Slot::SameAs(i) => inserted[*i].clone().map(|m| Ok(Appended::Duplicate(m))),
+                _ => None,
             })
-            .collect())
+            .collect();
+        let lost = || Err(StoreError::Corrupt("a planned message went missing".into()));
+        self.slots
+            .into_iter()
+            .zip(answers.iter_mut())
+            .map(|(slot, answer)| match slot {
+                Slot::Stored(m) => Ok(Appended::Duplicate(*m)),
+                Slot::SameAs(_) => answer.take().unwrap_or_else(lost),
+                Slot::Fresh(i) => inserted[i]
+                    .take()
+                    .map(Appended::Inserted)
+                    .map_or_else(lost, Ok),
+            })
+            .collect()
     }
 }

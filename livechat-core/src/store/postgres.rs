@@ -157,7 +157,7 @@ impl PostgresStore {
     async fn append_set(
         tx: &mut Transaction<'static, Postgres>,
         messages: &[NewMessage],
-    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    ) -> Result<(batch::Plan, Vec<i64>), StoreError> {
         let keys = batch::keys(messages);
         let mut stored = HashMap::new();
         if !keys.is_empty() {
@@ -172,19 +172,19 @@ impl PostgresStore {
             .fetch_all(&mut **tx)
             .await
             .map_err(map_err)?;
-            for row in &rows {
-                let m = message_from_row(row)?;
-                if let Some(client_id) = m.client_id.clone() {
-                    stored.insert((m.workspace_id, client_id), m);
-                }
-            }
+            stored = batch::by_key(
+                rows.iter()
+                    .map(message_from_row)
+                    .collect::<Result<_, _>>()?,
+            );
         }
-        let plan = batch::plan(messages.to_vec(), &stored);
-        if plan.fresh.is_empty() {
-            return plan.finish(&[]);
+        let plan = batch::plan(messages, &stored);
+        let fresh = plan.fresh(messages);
+        if fresh.is_empty() {
+            return Ok((plan, Vec::new()));
         }
-        let fresh = &plan.fresh;
-        let column = |f: fn(&NewMessage) -> Option<&str>| fresh.iter().map(f).collect::<Vec<_>>();
+        let column =
+            |f: fn(&NewMessage) -> Option<&str>| fresh.iter().map(|m| f(m)).collect::<Vec<_>>();
         let rows = sqlx::query(
             "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
              direction, status, twilio_sid, msg_type, created_at, client_id, moderation_flag) \
@@ -226,7 +226,7 @@ impl PostgresStore {
             .map(|m| seq_of.get(&m.id.0).copied())
             .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| StoreError::Corrupt("an inserted row without its seq".into()))?;
-        plan.finish(&seqs)
+        Ok((plan, seqs))
     }
 
     async fn append_in(
@@ -315,7 +315,7 @@ impl MessageStore for PostgresStore {
         // take whole (an unknown contact, a key another node stored a moment ago) is
         // rolled back and goes in message by message, each in its own savepoint.
         let results = match Self::append_set(&mut tx, &messages).await {
-            Ok(results) => results,
+            Ok((plan, seqs)) => plan.finish(messages, &seqs),
             Err(_) => {
                 if let Err(e) = tx.rollback().await {
                     return failed_all(&e);

@@ -268,13 +268,13 @@ fn json_param<T: serde::Serialize>(rows: &T) -> Result<String, StoreError> {
 }
 
 impl SqliteStore {
-    /// Appends a whole batch with five statements, or answers `None` when a
+    /// Appends a whole batch with four statements, or answers `None` when a
     /// workspace of the batch does not exist (the caller then goes row by row, which
     /// says which messages are refused). Nothing is written when it fails.
     async fn append_set(
         tx: &mut Transaction<'static, Sqlite>,
         messages: &[NewMessage],
-    ) -> Result<Option<Vec<Result<Appended, StoreError>>>, StoreError> {
+    ) -> Result<Option<(batch::Plan, Vec<i64>)>, StoreError> {
         let keys = batch::keys(messages);
         let mut stored = HashMap::new();
         if !keys.is_empty() {
@@ -290,19 +290,19 @@ impl SqliteStore {
             .fetch_all(&mut **tx)
             .await
             .map_err(map_err)?;
-            for row in &rows {
-                let m = message_from_row(row)?;
-                if let Some(client_id) = m.client_id.clone() {
-                    stored.insert((m.workspace_id, client_id), m);
-                }
-            }
+            stored = batch::by_key(
+                rows.iter()
+                    .map(message_from_row)
+                    .collect::<Result<_, _>>()?,
+            );
         }
-        let plan = batch::plan(messages.to_vec(), &stored);
-        if plan.fresh.is_empty() {
-            return plan.finish(&[]).map(Some);
+        let plan = batch::plan(messages, &stored);
+        let fresh = plan.fresh(messages);
+        if fresh.is_empty() {
+            return Ok(Some((plan, Vec::new())));
         }
 
-        let mut workspaces: Vec<WorkspaceId> = plan.fresh.iter().map(|m| m.workspace_id).collect();
+        let mut workspaces: Vec<WorkspaceId> = fresh.iter().map(|m| m.workspace_id).collect();
         workspaces.sort_unstable();
         workspaces.dedup();
         let ids: Vec<String> = workspaces.iter().map(ToString::to_string).collect();
@@ -321,9 +321,9 @@ impl SqliteStore {
             return Ok(None);
         }
 
-        let mut seqs = Vec::with_capacity(plan.fresh.len());
-        let mut rows = Vec::with_capacity(plan.fresh.len());
-        for m in &plan.fresh {
+        let mut seqs = Vec::with_capacity(fresh.len());
+        let mut rows = Vec::with_capacity(fresh.len());
+        for m in &fresh {
             let last = last_seq
                 .get_mut(&m.workspace_id)
                 .ok_or_else(|| StoreError::Corrupt("a workspace counter went missing".into()))?;
@@ -373,7 +373,7 @@ impl SqliteStore {
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
-        plan.finish(&seqs).map(Some)
+        Ok(Some((plan, seqs)))
     }
 }
 
@@ -403,7 +403,7 @@ impl MessageStore for SqliteStore {
         // SQLite thread) whatever the batch size. A batch it cannot take whole (an
         // unknown contact, a failing row) is rolled back and goes in message by message.
         let results = match Self::append_set(&mut tx, &messages).await {
-            Ok(Some(results)) => results,
+            Ok(Some((plan, seqs))) => plan.finish(messages, &seqs),
             Ok(None) | Err(_) => {
                 if let Err(e) = tx.rollback().await {
                     return failed_all(e);

@@ -513,7 +513,7 @@ async fn a_socket_with_too_many_requests_pending_is_told_at_once() {
     .await;
     // Raw frames with distinct ack ids: rust_socketio draws ack ids at random from
     // 0..999, so overlapping calls on one client can collide and lose an ack.
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let mut ws = raw_ws(&server).await;
     for id in 1..=4 {
@@ -523,22 +523,11 @@ async fn a_socket_with_too_many_requests_pending_is_told_at_once() {
             .await
             .unwrap();
     }
-    let mut replies = std::collections::BTreeMap::new();
-    while replies.len() < 4 {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+    let replies: std::collections::BTreeMap<u32, serde_json::Value> =
+        acks_in_arrival_order(&mut ws, 4)
             .await
-            .unwrap_or_else(|_| panic!("only {} of 4 acks within 5 s: {replies:?}", replies.len()))
-            .expect("the connection closed")
-            .expect("websocket error");
-        let Message::Text(text) = frame else { continue };
-        let Some(ack) = text.strip_prefix("43") else {
-            continue;
-        };
-        let split = ack.find('[').expect("an ack frame carries an array");
-        let id: u32 = ack[..split].parse().expect("ack id");
-        let mut args: Vec<serde_json::Value> = serde_json::from_str(&ack[split..]).unwrap();
-        replies.insert(id, args.remove(0));
-    }
+            .into_iter()
+            .collect();
     let replies: Vec<serde_json::Value> = replies.into_values().collect();
     let ok = replies.iter().filter(|r| r["ok"] == true).count();
     let busy: Vec<_> = replies
