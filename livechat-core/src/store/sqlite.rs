@@ -329,23 +329,25 @@ impl SqliteStore {
                 .ok_or_else(|| StoreError::Corrupt("a workspace counter went missing".into()))?;
             *last += 1;
             seqs.push(*last);
-            rows.push(serde_json::json!([
-                m.id.to_string(),
-                m.contact_id.to_string(),
-                m.workspace_id.to_string(),
-                m.sender,
-                m.body,
+            // A tuple of references: serialized straight into the JSON text, without
+            // an intermediate `serde_json::Value` per field.
+            rows.push((
+                m.id.0,
+                m.contact_id.0,
+                m.workspace_id.0,
+                &m.sender,
+                &m.body,
                 m.direction.as_str(),
                 m.status.as_str(),
-                m.twilio_sid,
+                &m.twilio_sid,
                 m.msg_type.as_str(),
                 // How sqlx's SQLite driver writes a bound `DateTime<Utc>`, so reads parse it alike.
                 m.created_at
                     .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
                 *last,
-                m.client_id,
-                m.moderation_flag,
-            ]));
+                &m.client_id,
+                &m.moderation_flag,
+            ));
         }
         sqlx::query(
             "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
