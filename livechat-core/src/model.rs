@@ -115,6 +115,20 @@ pub enum Status {
     Received,
 }
 
+impl Status {
+    /// The statuses a message may move to `self` from: `queued → sent → delivered |
+    /// failed`, and straight from `queued` to `delivered` or `failed` when a report
+    /// overtakes another. Nothing moves to `queued` or `received`, and `delivered` and
+    /// `failed` are final, so a late or repeated report never moves a message back.
+    pub fn follows(self) -> &'static [Status] {
+        match self {
+            Self::Queued | Self::Received => &[],
+            Self::Sent => &[Self::Queued],
+            Self::Delivered | Self::Failed => &[Self::Queued, Self::Sent],
+        }
+    }
+}
+
 /// The kind of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

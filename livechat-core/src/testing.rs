@@ -15,9 +15,10 @@ use chrono::Utc;
 
 use crate::error::StoreError;
 use crate::model::{
-    ContactId, Direction, MessageId, MsgType, NewMessage, Role, Status, UserId, WorkspaceId,
+    ContactId, Direction, MessageId, MsgType, NewMessage, Reaction, Role, Status, UserId,
+    WorkspaceId,
 };
-use crate::store::{Appended, NewContact, NewWorkspace, Store, SyncScope};
+use crate::store::{Appended, NewContact, NewWorkspace, Store, SyncScope, Toggled};
 
 /// Runs every check on `store`, panicking with a description at the first failure.
 /// Each check works in workspaces of its own, so the store may hold other data.
@@ -30,6 +31,9 @@ pub async fn conformance<S: Store>(store: S) {
     history_pages(&*store).await;
     sync_after(&*store).await;
     mark_read(&*store).await;
+    unread_counts(&*store).await;
+    reactions(&*store).await;
+    status_updates(&*store).await;
     batch(&*store).await;
     batch_across_workspaces(&*store).await;
     large_batch(&*store).await;
@@ -382,6 +386,204 @@ async fn mark_read(store: &impl Store) {
         .unwrap();
     let read: Vec<bool> = page.messages.iter().map(|m| m.is_read).collect();
     assert_eq!(read, [true, true, true, false, false]);
+}
+
+async fn unread_counts(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let other = ContactId::new_v4();
+    store
+        .create_contact(NewContact {
+            id: other,
+            workspace_id: ws,
+            name: "Bo".into(),
+            phone: None,
+        })
+        .await
+        .unwrap();
+    let inbound = |c, body| NewMessage {
+        direction: Direction::Inbound,
+        status: Status::Received,
+        ..new_message(ws, c, body, None)
+    };
+    for body in ["1", "2", "3"] {
+        store.append(inbound(contact, body)).await.unwrap();
+    }
+    // An agent's reply is never unread.
+    store
+        .append(new_message(ws, contact, "reply", None))
+        .await
+        .unwrap();
+    store.append(inbound(other, "4")).await.unwrap();
+    let mut counts = store.unread_counts(ws).await.unwrap();
+    counts.sort();
+    let mut expected = vec![(contact, 3), (other, 1)];
+    expected.sort();
+    assert_eq!(counts, expected, "inbound unread per contact");
+
+    store.mark_read(contact, 2).await.unwrap();
+    let counts = store.unread_counts(ws).await.unwrap();
+    assert!(
+        counts.contains(&(contact, 1)),
+        "seq 3 is still unread: {counts:?}"
+    );
+    store.mark_read(other, 5).await.unwrap();
+    let counts = store.unread_counts(ws).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![(contact, 1)],
+        "contacts with none are left out"
+    );
+
+    let (empty, _) = workspace_with_contact(store).await;
+    assert!(store.unread_counts(empty).await.unwrap().is_empty());
+}
+
+async fn reactions(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let m = store
+        .append(new_message(ws, contact, "react to me", None))
+        .await
+        .unwrap()
+        .into_message();
+    let like = |user: &str, emoji: &str| Reaction {
+        emoji: emoji.into(),
+        user_id: UserId::from(user),
+    };
+    assert_eq!(
+        store
+            .toggle_reaction(m.id, like("ann", "👍"), 2)
+            .await
+            .unwrap(),
+        Toggled::Added
+    );
+    assert_eq!(
+        store
+            .toggle_reaction(m.id, like("bo", "👍"), 2)
+            .await
+            .unwrap(),
+        Toggled::Added,
+        "one per user: another user may use the same emoji"
+    );
+    assert_eq!(
+        store
+            .toggle_reaction(m.id, like("ann", "🎉"), 2)
+            .await
+            .unwrap(),
+        Toggled::Added
+    );
+    assert_eq!(
+        store
+            .toggle_reaction(m.id, like("ann", "❤️"), 2)
+            .await
+            .unwrap(),
+        Toggled::Full,
+        "ann has the most reactions allowed"
+    );
+    let read = store.message(m.id).await.unwrap().expect("the message");
+    let mut got = read.reactions.clone();
+    got.sort_by(|a, b| (&a.user_id, &a.emoji).cmp(&(&b.user_id, &b.emoji)));
+    assert_eq!(
+        got,
+        vec![like("ann", "🎉"), like("ann", "👍"), like("bo", "👍")]
+    );
+
+    assert_eq!(
+        store
+            .toggle_reaction(m.id, like("ann", "👍"), 2)
+            .await
+            .unwrap(),
+        Toggled::Removed,
+        "sending the same again removes it"
+    );
+    let page = store.history(contact, None, 50).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    let mut got = page.messages[0].reactions.clone();
+    got.sort_by(|a, b| (&a.user_id, &a.emoji).cmp(&(&b.user_id, &b.emoji)));
+    assert_eq!(
+        got,
+        vec![like("ann", "🎉"), like("bo", "👍")],
+        "history carries them"
+    );
+    let page = store.sync(SyncScope::Workspace(ws), 0, 50).await.unwrap();
+    assert_eq!(page.messages[0].reactions.len(), 2, "sync carries them");
+
+    match store
+        .toggle_reaction(MessageId::new_v4(), like("ann", "👍"), 2)
+        .await
+    {
+        Err(StoreError::NotFound("message")) => {}
+        other => panic!("a reaction to no message: {other:?}"),
+    }
+    assert!(store.message(MessageId::new_v4()).await.unwrap().is_none());
+}
+
+async fn status_updates(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let m = store
+        .append(NewMessage {
+            status: Status::Queued,
+            msg_type: MsgType::Sms,
+            ..new_message(ws, contact, "by sms", None)
+        })
+        .await
+        .unwrap()
+        .into_message();
+    let sent = store
+        .update_status(
+            m.id,
+            Status::Sent,
+            Status::Sent.follows(),
+            Some("SM1".into()),
+        )
+        .await
+        .unwrap()
+        .expect("queued → sent");
+    assert_eq!(
+        (sent.status, sent.twilio_sid.as_deref()),
+        (Status::Sent, Some("SM1"))
+    );
+    assert_eq!(sent.seq, m.seq, "an update keeps the seq");
+    assert!(
+        store
+            .update_status(m.id, Status::Sent, Status::Sent.follows(), None)
+            .await
+            .unwrap()
+            .is_none(),
+        "a repeated report changes nothing"
+    );
+    let delivered = store
+        .update_status(m.id, Status::Delivered, Status::Delivered.follows(), None)
+        .await
+        .unwrap()
+        .expect("sent → delivered");
+    assert_eq!(delivered.status, Status::Delivered);
+    assert_eq!(
+        delivered.twilio_sid.as_deref(),
+        Some("SM1"),
+        "the SID stays"
+    );
+    assert!(
+        store
+            .update_status(m.id, Status::Failed, Status::Failed.follows(), None)
+            .await
+            .unwrap()
+            .is_none(),
+        "delivered is final"
+    );
+    let read = store.message(m.id).await.unwrap().unwrap();
+    assert_eq!(read.status, Status::Delivered);
+    assert!(
+        store
+            .update_status(
+                MessageId::new_v4(),
+                Status::Sent,
+                Status::Sent.follows(),
+                None
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn batch(store: &impl Store) {

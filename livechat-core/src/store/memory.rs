@@ -5,10 +5,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::Utc;
 
-use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope};
+use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope, Toggled};
 use crate::error::StoreError;
 use crate::model::{
-    Contact, ContactId, Message, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
+    Contact, ContactId, Direction, Message, MessageId, NewMessage, Page, Reaction, Role, Status,
+    UserId, Workspace, WorkspaceId,
 };
 
 /// A store that keeps everything in memory.
@@ -30,6 +31,8 @@ struct State {
     workspaces: HashMap<WorkspaceId, WorkspaceState>,
     contacts: HashMap<ContactId, ContactState>,
     members: HashMap<(WorkspaceId, UserId), Role>,
+    /// Where each message lives: its workspace and its index there.
+    by_id: HashMap<MessageId, (WorkspaceId, usize)>,
 }
 
 #[derive(Debug)]
@@ -84,7 +87,13 @@ impl State {
         let message = new.into_message(seq);
         ws.messages.push(message.clone());
         contact.messages.push(idx);
+        self.by_id.insert(message.id, (message.workspace_id, idx));
         Ok(Appended::Inserted(message))
+    }
+
+    fn message_mut(&mut self, id: MessageId) -> Option<&mut Message> {
+        let &(ws, idx) = self.by_id.get(&id)?;
+        self.workspaces.get_mut(&ws)?.messages.get_mut(idx)
     }
 }
 
@@ -195,6 +204,71 @@ impl MessageStore for MemoryStore {
             }
         }
         Ok(changed)
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        Ok(self.lock().message_mut(id).map(|m| m.clone()))
+    }
+
+    async fn update_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        from: &'static [Status],
+        twilio_sid: Option<String>,
+    ) -> Result<Option<Message>, StoreError> {
+        let mut state = self.lock();
+        let Some(m) = state.message_mut(id).filter(|m| from.contains(&m.status)) else {
+            return Ok(None);
+        };
+        m.status = status;
+        if twilio_sid.is_some() {
+            m.twilio_sid = twilio_sid;
+        }
+        Ok(Some(m.clone()))
+    }
+
+    async fn toggle_reaction(
+        &self,
+        message: MessageId,
+        reaction: Reaction,
+        max_per_user: usize,
+    ) -> Result<Toggled, StoreError> {
+        let mut state = self.lock();
+        let m = state
+            .message_mut(message)
+            .ok_or(StoreError::NotFound("message"))?;
+        if let Some(at) = m.reactions.iter().position(|r| *r == reaction) {
+            m.reactions.remove(at);
+            return Ok(Toggled::Removed);
+        }
+        let mine = m
+            .reactions
+            .iter()
+            .filter(|r| r.user_id == reaction.user_id)
+            .count();
+        if mine >= max_per_user {
+            return Ok(Toggled::Full);
+        }
+        m.reactions.push(reaction);
+        Ok(Toggled::Added)
+    }
+
+    async fn unread_counts(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<Vec<(ContactId, u64)>, StoreError> {
+        let state = self.lock();
+        let Some(ws) = state.workspaces.get(&workspace) else {
+            return Ok(Vec::new());
+        };
+        let mut counts: HashMap<ContactId, u64> = HashMap::new();
+        for m in &ws.messages {
+            if !m.is_read && m.direction == Direction::Inbound {
+                *counts.entry(m.contact_id).or_default() += 1;
+            }
+        }
+        Ok(counts.into_iter().collect())
     }
 }
 

@@ -12,7 +12,8 @@ use std::pin::Pin;
 
 use crate::error::StoreError;
 use crate::model::{
-    Contact, ContactId, Message, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
+    Contact, ContactId, Message, MessageId, NewMessage, Page, Reaction, Role, Status, UserId,
+    Workspace, WorkspaceId,
 };
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -52,6 +53,17 @@ impl Appended {
             Self::Inserted(m) | Self::Duplicate(m) => m,
         }
     }
+}
+
+/// What toggling a reaction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggled {
+    /// The user had not reacted with this emoji: the reaction is stored.
+    Added,
+    /// The user had reacted with this emoji: the reaction is gone.
+    Removed,
+    /// The user already has the most reactions allowed on this message; nothing changed.
+    Full,
 }
 
 /// What a `sync` covers.
@@ -142,6 +154,41 @@ pub trait MessageStore: Send + Sync + 'static {
         up_to: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// A message by id, with its reactions.
+    fn message(
+        &self,
+        id: MessageId,
+    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+
+    /// Moves a message to `status`, but only from one of `from` (so that a late or
+    /// repeated status report never moves it back); with `twilio_sid`, also records
+    /// the SID. Returns the updated message, or `None` when the message does not
+    /// exist or is not in one of `from`.
+    fn update_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        from: &'static [Status],
+        twilio_sid: Option<String>,
+    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+
+    /// Adds the user's reaction to a message, or removes it when it is there. A user
+    /// has at most `max_per_user` reactions on one message. `NotFound("message")`
+    /// when the message does not exist.
+    fn toggle_reaction(
+        &self,
+        message: MessageId,
+        reaction: Reaction,
+        max_per_user: usize,
+    ) -> impl Future<Output = Result<Toggled, StoreError>> + Send;
+
+    /// Per contact of the workspace, how many inbound messages are not read yet;
+    /// contacts with none are left out.
+    fn unread_counts(
+        &self,
+        workspace: WorkspaceId,
+    ) -> impl Future<Output = Result<Vec<(ContactId, u64)>, StoreError>> + Send;
+
     /// The highest `seq` committed in a workspace: 0 when it has no message (or does
     /// not exist). A node reads it when its first socket joins one of the workspace's
     /// rooms, to know from where on it delivers.
@@ -218,6 +265,25 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn sync(&self, s: SyncScope, after: i64, limit: u32)
     -> BoxFuture<'_, Result<Page, StoreError>>;
     fn last_seq(&self, w: WorkspaceId) -> BoxFuture<'_, Result<i64, StoreError>>;
+    fn mark_read(&self, c: ContactId, up_to: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn message(&self, id: MessageId) -> BoxFuture<'_, Result<Option<Message>, StoreError>>;
+    fn update_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        from: &'static [Status],
+        twilio_sid: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<Message>, StoreError>>;
+    fn toggle_reaction(
+        &self,
+        m: MessageId,
+        r: Reaction,
+        max_per_user: usize,
+    ) -> BoxFuture<'_, Result<Toggled, StoreError>>;
+    fn unread_counts(
+        &self,
+        w: WorkspaceId,
+    ) -> BoxFuture<'_, Result<Vec<(ContactId, u64)>, StoreError>>;
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>>;
     fn workspace(&self, id: WorkspaceId) -> BoxFuture<'_, Result<Option<Workspace>, StoreError>>;
     fn create_contact(&self, c: NewContact) -> BoxFuture<'_, Result<Contact, StoreError>>;
@@ -262,6 +328,37 @@ impl<T: Store> DynStore for T {
     }
     fn last_seq(&self, w: WorkspaceId) -> BoxFuture<'_, Result<i64, StoreError>> {
         Box::pin(MessageStore::last_seq(self, w))
+    }
+    fn mark_read(&self, c: ContactId, up_to: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(MessageStore::mark_read(self, c, up_to))
+    }
+    fn message(&self, id: MessageId) -> BoxFuture<'_, Result<Option<Message>, StoreError>> {
+        Box::pin(MessageStore::message(self, id))
+    }
+    fn update_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        from: &'static [Status],
+        twilio_sid: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<Message>, StoreError>> {
+        Box::pin(MessageStore::update_status(
+            self, id, status, from, twilio_sid,
+        ))
+    }
+    fn toggle_reaction(
+        &self,
+        m: MessageId,
+        r: Reaction,
+        max_per_user: usize,
+    ) -> BoxFuture<'_, Result<Toggled, StoreError>> {
+        Box::pin(MessageStore::toggle_reaction(self, m, r, max_per_user))
+    }
+    fn unread_counts(
+        &self,
+        w: WorkspaceId,
+    ) -> BoxFuture<'_, Result<Vec<(ContactId, u64)>, StoreError>> {
+        Box::pin(MessageStore::unread_counts(self, w))
     }
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>> {
         Box::pin(Directory::create_workspace(self, w))

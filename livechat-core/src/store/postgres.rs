@@ -16,10 +16,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Acquire, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope, batch};
+use super::{
+    Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope, Toggled, batch,
+};
 use crate::error::StoreError;
 use crate::model::{
-    Contact, ContactId, Message, MessageId, NewMessage, Page, Role, UserId, Workspace, WorkspaceId,
+    Contact, ContactId, Message, MessageId, NewMessage, Page, Reaction, Role, Status, UserId,
+    Workspace, WorkspaceId,
 };
 
 /// Settings of a [`PostgresStore`].
@@ -352,7 +355,9 @@ impl MessageStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        page_from_rows(rows, limit)
+        let mut page = page_from_rows(rows, limit)?;
+        self.attach_reactions(&mut page.messages).await?;
+        Ok(page)
     }
 
     async fn sync(&self, scope: SyncScope, after: i64, limit: u32) -> Result<Page, StoreError> {
@@ -373,7 +378,9 @@ impl MessageStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        page_from_rows(rows, limit)
+        let mut page = page_from_rows(rows, limit)?;
+        self.attach_reactions(&mut page.messages).await?;
+        Ok(page)
     }
 
     async fn last_seq(&self, workspace: WorkspaceId) -> Result<i64, StoreError> {
@@ -396,6 +403,165 @@ impl MessageStore for PostgresStore {
         .await
         .map(|r| r.rows_affected())
         .map_err(map_err)
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        let row = sqlx::query(select_messages!("WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        self.one_with_reactions(row).await
+    }
+
+    async fn update_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        from: &'static [Status],
+        twilio_sid: Option<String>,
+    ) -> Result<Option<Message>, StoreError> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let row = sqlx::query(concat!(
+            "UPDATE livechat_messages SET status = $1, twilio_sid = COALESCE($2, twilio_sid) \
+             WHERE id = $3 AND status = ANY($4) \
+             RETURNING id, contact_id, workspace_id, sender, body, is_read, direction, status, \
+             twilio_sid, msg_type, created_at, seq, client_id, moderation_flag"
+        ))
+        .bind(status.as_str())
+        .bind(twilio_sid)
+        .bind(id.0)
+        .bind(from)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        self.one_with_reactions(row).await
+    }
+
+    async fn toggle_reaction(
+        &self,
+        message: MessageId,
+        reaction: Reaction,
+        max_per_user: usize,
+    ) -> Result<Toggled, StoreError> {
+        let user = reaction.user_id.as_str();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Locks the message row, so that two toggles of one user cannot both pass
+        // the count below.
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM livechat_messages WHERE id = $1 FOR UPDATE")
+                .bind(message.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound("message"));
+        }
+        let removed = sqlx::query(
+            "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+        )
+        .bind(message.0)
+        .bind(user)
+        .bind(&reaction.emoji)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        let toggled = if removed > 0 {
+            Toggled::Removed
+        } else {
+            let mine: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM message_reactions WHERE message_id = $1 AND user_id = $2",
+            )
+            .bind(message.0)
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if usize::try_from(mine).unwrap_or(usize::MAX) >= max_per_user {
+                return Ok(Toggled::Full);
+            }
+            sqlx::query(
+                "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3)",
+            )
+            .bind(message.0)
+            .bind(user)
+            .bind(&reaction.emoji)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            Toggled::Added
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(toggled)
+    }
+
+    async fn unread_counts(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<Vec<(ContactId, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT contact_id, COUNT(*) AS unread FROM livechat_messages \
+             WHERE workspace_id = $1 AND NOT is_read AND direction = 'inbound' \
+             GROUP BY contact_id",
+        )
+        .bind(workspace.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let unread: i64 = r.try_get("unread").map_err(map_err)?;
+                Ok((
+                    ContactId(r.try_get("contact_id").map_err(map_err)?),
+                    u64::try_from(unread).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl PostgresStore {
+    /// Fills in the reactions of `messages` with one read.
+    async fn attach_reactions(&self, messages: &mut [Message]) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.id.0).collect();
+        let rows = sqlx::query(
+            "SELECT message_id, user_id, emoji FROM message_reactions \
+             WHERE message_id = ANY($1) ORDER BY created_at, user_id, emoji",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let at: HashMap<MessageId, usize> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id, i))
+            .collect();
+        for r in &rows {
+            let id = MessageId(r.try_get("message_id").map_err(map_err)?);
+            if let Some(&i) = at.get(&id) {
+                messages[i].reactions.push(Reaction {
+                    emoji: r.try_get("emoji").map_err(map_err)?,
+                    user_id: UserId(r.try_get("user_id").map_err(map_err)?),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn one_with_reactions(&self, row: Option<PgRow>) -> Result<Option<Message>, StoreError> {
+        let Some(row) = row else { return Ok(None) };
+        let mut message = [message_from_row(&row)?];
+        self.attach_reactions(&mut message).await?;
+        let [message] = message;
+        Ok(Some(message))
     }
 }
 

@@ -8,10 +8,13 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use livechat_core::auth::{Claims, JwtAuthenticator};
 use livechat_core::error::StoreError;
-use livechat_core::model::{Contact, NewMessage, Page, Workspace};
+use livechat_core::model::{
+    Contact, Message, MessageId, NewMessage, Page, Reaction, Status, Workspace,
+};
 use livechat_core::model::{ContactId, Role, UserId, WorkspaceId};
 use livechat_core::store::{
     Appended, Directory, MemoryStore, MessageStore, NewContact, NewWorkspace, Store, SyncScope,
+    Toggled,
 };
 use livechat_core::{Limits, LiveChat, LiveChatBuilder};
 use rust_socketio::asynchronous::{Client, ClientBuilder};
@@ -371,6 +374,29 @@ impl MessageStore for SlowStore {
     }
     async fn mark_read(&self, c: ContactId, up_to: i64) -> Result<u64, StoreError> {
         self.inner.mark_read(c, up_to).await
+    }
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.inner.message(id).await
+    }
+    async fn update_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        from: &'static [Status],
+        sid: Option<String>,
+    ) -> Result<Option<Message>, StoreError> {
+        self.inner.update_status(id, status, from, sid).await
+    }
+    async fn toggle_reaction(
+        &self,
+        m: MessageId,
+        r: Reaction,
+        max: usize,
+    ) -> Result<Toggled, StoreError> {
+        self.inner.toggle_reaction(m, r, max).await
+    }
+    async fn unread_counts(&self, w: WorkspaceId) -> Result<Vec<(ContactId, u64)>, StoreError> {
+        self.inner.unread_counts(w).await
     }
     async fn last_seq(&self, w: WorkspaceId) -> Result<i64, StoreError> {
         self.inner.last_seq(w).await
