@@ -75,6 +75,35 @@ impl Counters {
     }
 }
 
+/// Per socket: for each room it joined, the workspace `seq` after which that room
+/// delivers to it live. A recovery skips what the socket already got live through
+/// another room (the seed joins the contact room, then the workspace room with
+/// `after`): without this, those messages would come twice and out of order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LiveSince(Arc<Mutex<HashMap<String, i64>>>);
+
+impl LiveSince {
+    fn joined(&self, room: &str, seq: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.to_owned(), seq);
+    }
+
+    /// Whether `message` reached the socket live through a room it is still in.
+    fn delivered(&self, rooms: &[std::borrow::Cow<'static, str>], message: &Message) -> bool {
+        let since = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        [
+            contact_room(message.contact_id),
+            workspace_room(message.workspace_id),
+        ]
+        .iter()
+        .any(|room| {
+            rooms.iter().any(|r| r == room) && since.get(room).is_some_and(|&s| s < message.seq)
+        })
+    }
+}
+
 /// The writer's settings.
 #[derive(Clone, Debug)]
 pub(crate) struct WriterConfig {
@@ -133,6 +162,7 @@ enum RecoveryStep {
         sid: Sid,
         delivered_up_to: i64,
         room: String,
+        workspace: WorkspaceId,
         reply: oneshot::Sender<Result<usize, RecoveryMiss>>,
     },
 }
@@ -283,10 +313,18 @@ impl Writer {
         let backlog = store
             .sync(scope, after, self.config.max_recovery as u32)
             .await;
+        let live = socket.extensions.get::<LiveSince>().unwrap_or_default();
+        let rooms = socket.rooms();
         let (replayed, delivered_up_to) = match &backlog {
             Ok(page) if !page.has_more => {
                 let mut delivered = Some(after);
+                let mut replayed = 0;
                 for m in &page.messages {
+                    if live.delivered(&rooms, m) {
+                        delivered = Some(m.seq);
+                        continue;
+                    }
+                    replayed += 1;
                     if !emit_paced(socket, m).await {
                         // Part of the backlog could not be handed over: a gap would
                         // follow, so this counts as a miss like any other.
@@ -296,7 +334,7 @@ impl Writer {
                     delivered = Some(m.seq);
                 }
                 match delivered {
-                    Some(seq) => (page.messages.len(), seq),
+                    Some(seq) => (replayed, seq),
                     None => (0, MISSED),
                 }
             }
@@ -309,6 +347,7 @@ impl Writer {
                     sid: socket.id,
                     delivered_up_to,
                     room,
+                    workspace,
                     reply,
                 })
             })
@@ -429,7 +468,7 @@ impl WriterTask {
             } => {
                 let watched = self.watch(workspace).await;
                 if watched.is_ok() {
-                    socket.join(room);
+                    self.join_live(&socket, room, workspace);
                 }
                 let _ = reply.send(watched);
             }
@@ -525,6 +564,23 @@ impl WriterTask {
                 .inspect_err(|e| tracing::error!(error = %e, "could not serialize a message"))
                 .ok(),
         };
+        for r in self.recovering.values_mut() {
+            let wanted = match r.scope {
+                SyncScope::Workspace(ws) => message.workspace_id == ws,
+                SyncScope::Contact(c) => message.contact_id == c,
+            };
+            // A socket that gets this message live through another room must not
+            // get it again from its recovery.
+            if !wanted || r.overflowed || sockets.iter().any(|s| s.id == r.socket.id) {
+                continue;
+            }
+            if r.buffer.len() < self.config.max_recovery {
+                r.buffer.push(message.clone());
+            } else {
+                r.overflowed = true;
+                r.buffer = Vec::new();
+            }
+        }
         if let Some(encoded) = encoded {
             for socket in sockets {
                 match socket.emit(events::NEW_MESSAGE, &encoded) {
@@ -539,21 +595,16 @@ impl WriterTask {
                 }
             }
         }
-        for r in self.recovering.values_mut() {
-            let wanted = match r.scope {
-                SyncScope::Workspace(ws) => message.workspace_id == ws,
-                SyncScope::Contact(c) => message.contact_id == c,
-            };
-            if !wanted || r.overflowed {
-                continue;
-            }
-            if r.buffer.len() < self.config.max_recovery {
-                r.buffer.push(message.clone());
-            } else {
-                r.overflowed = true;
-                r.buffer = Vec::new();
-            }
+    }
+
+    /// Joins `socket` to `room` of `workspace` between two deliveries, noting from
+    /// which `seq` on the room delivers to it live.
+    fn join_live(&self, socket: &SocketRef, room: String, workspace: WorkspaceId) {
+        if let Some(live) = socket.extensions.get::<LiveSince>() {
+            let since = self.watermarks.get(&workspace).copied().unwrap_or(0);
+            live.joined(&room, since);
         }
+        socket.join(room);
     }
 
     /// A socket whose buffer is full has just missed a message. It must not go on as
@@ -594,6 +645,7 @@ impl WriterTask {
                 sid,
                 delivered_up_to,
                 room,
+                workspace,
                 reply,
             } => {
                 let Some(r) = self.recovering.remove(&sid) else {
@@ -625,7 +677,7 @@ impl WriterTask {
                     Ok(sent)
                 };
                 // Joined here, between two batches: the next message arrives live.
-                r.socket.join(room);
+                self.join_live(&r.socket, room, workspace);
                 let _ = reply.send(result);
             }
         }

@@ -133,6 +133,7 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
     };
     tracing::debug!(sid = %s.id, user = %identity.user_id, transport = ?s.transport_type(), "connected");
     s.join(user_room(&identity.user_id));
+    s.extensions.insert(crate::delivery::LiveSince::default());
 
     // socketioxide runs each event handler in a task of its own, so two events of one
     // socket could finish in any order. A client that sends m1 then m2, or joins then

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use livechat_core::model::Direction;
-use livechat_core::store::MemoryStore;
-use livechat_core::{Limits, Publish};
+use livechat_core::model::{ContactId, Direction};
+use livechat_core::store::{MemoryStore, NewContact};
+use livechat_core::{Limits, LiveChat, Publish};
 use rust_socketio::asynchronous::ClientBuilder;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -381,5 +381,114 @@ async fn a_gap_the_store_cannot_fill_is_counted_and_the_message_still_delivered(
         server.chat.stats().delivery_gaps,
         gaps_before + 1,
         "a gap left unfilled is counted"
+    );
+}
+
+#[tokio::test]
+async fn recovering_a_room_skips_what_another_room_already_delivered() {
+    // The seed's order: join the contact room, then the workspace room with `after`,
+    // while messages of that contact and of another one keep committing and the
+    // backlog read is slow. What came live through the contact room must not come
+    // again from the workspace's recovery; everything else comes once.
+    let mut store = SlowStore::new(Duration::ZERO);
+    store.sync_delay = Duration::from_millis(150);
+    let server = Server::start_with(store, Limits::default()).await;
+    let other = ContactId::new_v4();
+    server
+        .chat
+        .create_contact(NewContact {
+            id: other,
+            workspace_id: server.ws,
+            name: "Other".into(),
+            phone: None,
+        })
+        .await
+        .unwrap();
+    let publish = |chat: LiveChat, contact, body: String| async move {
+        chat.publish(Publish::new(contact, Direction::Inbound, body))
+            .await
+            .unwrap()
+    };
+    let mut agent = server.connect("alice").await;
+    agent
+        .call_ok("join_contact", json!({ "contactId": server.contact }))
+        .await;
+    for i in 0..10 {
+        let contact = if i % 2 == 0 { server.contact } else { other };
+        publish(server.chat.clone(), contact, format!("before {i}")).await;
+    }
+    let live = agent.take("new_message", 5, WAIT).await;
+    assert_eq!(
+        seqs(&live),
+        [1, 3, 5, 7, 9],
+        "the contact room's share, live"
+    );
+
+    let (chat, contact) = (server.chat.clone(), server.contact);
+    let during = tokio::spawn(async move {
+        for i in 0..30 {
+            let to = if i % 2 == 0 { contact } else { other };
+            publish(chat.clone(), to, format!("during {i}")).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let joined = agent
+        .call_ok(
+            "join_workspace",
+            json!({ "workspaceId": server.ws, "after": 0 }),
+        )
+        .await;
+    assert_eq!(joined["complete"], true, "{joined}");
+    during.await.unwrap();
+    let mut got = live;
+    got.extend(
+        agent
+            .collect("new_message", Duration::from_millis(400))
+            .await,
+    );
+    let mut all = seqs(&got);
+    let received = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        received,
+        all.len(),
+        "a message came twice: {:?}",
+        seqs(&got)
+    );
+    assert_eq!(all, (1..=40).collect::<Vec<_>>(), "every message, once");
+    for c in [server.contact, other] {
+        let of_contact: Vec<i64> = got
+            .iter()
+            .filter(|m| m["contact_id"] == json!(c))
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect();
+        assert!(
+            of_contact.windows(2).all(|w| w[0] < w[1]),
+            "each conversation in order: {of_contact:?}"
+        );
+    }
+
+    // The other way round: in the workspace room first, then the contact room with
+    // `after`: everything of that contact already came live, nothing is replayed.
+    let mut second = server.connect("alice").await;
+    second
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    publish(server.chat.clone(), server.contact, "last".into()).await;
+    assert_eq!(second.next("new_message").await["seq"], 41);
+    let joined = second
+        .call_ok(
+            "join_contact",
+            json!({ "contactId": server.contact, "after": 0 }),
+        )
+        .await;
+    let replayed = second
+        .collect("new_message", Duration::from_millis(300))
+        .await;
+    assert_eq!(
+        seqs(&replayed),
+        (1..=39).step_by(2).collect::<Vec<_>>(),
+        "only what came before the workspace join: {joined}"
     );
 }
