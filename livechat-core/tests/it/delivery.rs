@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use livechat_core::model::{ContactId, Direction};
 use livechat_core::store::{MemoryStore, NewContact};
 use livechat_core::{Limits, LiveChat, Publish};
@@ -243,6 +243,28 @@ async fn a_client_that_stops_reading_is_cut_off_and_never_slows_the_others() {
         "slow consumer: 600 messages of 16 kB in {:?}, slowest delivery to the fast client {slowest:?}",
         started.elapsed()
     );
+
+    // Once it reads again it finds at most what its bounded buffers held, not the
+    // 600 messages, and then the disconnect that tells it to reconnect and recover.
+    let mut stalled = stalled;
+    let (mut queued, mut told) = (0, false);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, stalled.next()).await {
+        match frame {
+            Ok(tokio_tungstenite::tungstenite::Message::Text(text)) if text.starts_with("42") => {
+                queued += 1
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Text(text)) if text.as_str() == "41" => {
+                told = true;
+                break;
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    eprintln!("slow consumer: {queued} messages were still queued for it when it read again");
+    assert!(told, "the cut-off client was never told to disconnect");
+    assert!(queued < 600, "everything was queued for the stalled client");
 
     // When its connection finally goes, the socket goes with it.
     drop(stalled);

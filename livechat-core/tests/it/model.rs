@@ -366,6 +366,32 @@ proptest! {
     }
 }
 
+#[test]
+fn live_delivery_on_sqlite_matches_the_model() {
+    // The embedded default store, with its real commits: one database file for every
+    // case, each case in a workspace of its own.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("live.db").display());
+    let store = rt.block_on(SqliteStore::open(&url)).unwrap();
+    let config = ProptestConfig {
+        cases: 6,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let outcome = runner.run(&proptest::collection::vec(live_op(), 1..30), |ops| {
+        rt.block_on(check_live(store.clone(), ops))
+    });
+    rt.block_on(store.close());
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn live_delivery_on_postgres_matches_the_model() {
