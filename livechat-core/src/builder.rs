@@ -153,7 +153,7 @@ impl LiveChatBuilder {
         let (io, parts) = self.build_io();
         let (layer, io) = io.build_layer();
         let chat = parts.into_chat(io);
-        (LiveChatLayer::new(layer), chat)
+        (LiveChatLayer::new(layer, chat.clone()), chat)
     }
 
     /// A standalone service (404 for everything but `/socket.io`), for bare hyper, and
@@ -162,7 +162,10 @@ impl LiveChatBuilder {
         let (io, parts) = self.build_io();
         let (layer, io) = io.build_layer();
         let chat = parts.into_chat(io);
-        (LiveChatLayer::new(layer).service(NotFound), chat)
+        (
+            LiveChatLayer::new(layer, chat.clone()).service(NotFound),
+            chat,
+        )
     }
 }
 

@@ -212,6 +212,19 @@ impl LiveChat {
         }
     }
 
+    /// Counts a request that opens an Engine.IO session against its client address's
+    /// connection-attempt budget. A refusal is logged with the address.
+    pub(crate) fn admit_transport<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> Result<(), crate::guard::Refusal> {
+        let guard = &self.inner.guard;
+        let ip = guard.client_ip(req.extensions(), req.headers());
+        guard
+            .check_connect_rate(ip)
+            .inspect_err(|reason| tracing::warn!(client = ?ip, %reason, "connection refused"))
+    }
+
     /// What delivery has done so far: commits, slow consumers cut off, recoveries.
     pub fn stats(&self) -> Stats {
         self.inner.counters.snapshot()

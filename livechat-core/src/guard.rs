@@ -238,6 +238,13 @@ pub(crate) struct Slot {
     user: UserId,
 }
 
+impl Slot {
+    /// The client address the connection counts against, when the host gave one.
+    pub(crate) fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -274,12 +281,13 @@ impl Guard {
         }
     }
 
-    pub(crate) fn client_ip(&self, parts: &http::request::Parts) -> Option<IpAddr> {
-        let peer = parts.extensions.get::<PeerAddr>()?.0.ip();
-        let xff = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+    pub(crate) fn client_ip(
+        &self,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+    ) -> Option<IpAddr> {
+        let peer = extensions.get::<PeerAddr>()?.0.ip();
+        let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         Some(self.limits.trusted_proxies.client_ip(peer, xff))
     }
 

@@ -58,9 +58,10 @@ impl std::fmt::Display for ConnectRefusal {
     }
 }
 
-/// The namespace handshake: origin, connection rate, token, connection counts — in
-/// that order, so that the cheap checks shield the expensive ones. Every refusal is
-/// logged at `warn` with the reason and the client address, never with the token.
+/// The namespace handshake: origin, token, connection counts — in that order, so that
+/// the cheap checks shield the expensive ones (the connection rate was counted when
+/// the transport opened, in the layer). Every refusal is logged at `warn` with the
+/// reason and the client address, never with the token.
 async fn admit(
     chat: &LiveChat,
     s: &SocketRef,
@@ -68,7 +69,7 @@ async fn admit(
 ) -> Result<(), ConnectRefusal> {
     let parts = s.req_parts();
     let guard = &chat.inner().guard;
-    let ip = guard.client_ip(parts);
+    let ip = guard.client_ip(&parts.extensions, &parts.headers);
     let refuse = |refusal: ConnectRefusal, reason: &dyn std::fmt::Display| {
         tracing::warn!(sid = %s.id, client = ?ip, %reason, "connection refused");
         Err(refusal)
@@ -82,9 +83,6 @@ async fn admit(
             ConnectRefusal::Origin,
             &format_args!("origin {origin:?} not allowed"),
         );
-    }
-    if let Err(r) = guard.check_connect_rate(ip) {
-        return refuse(ConnectRefusal::Limit(r), &r);
     }
     let Some(token) = token_from_handshake(auth.as_ref(), parts) else {
         return refuse(ConnectRefusal::Unauthorized, &"no token");
@@ -420,11 +418,28 @@ fn answer<T: Serialize>(
     }
 }
 
+/// One line per refused request, with the reason, the user and the client address
+/// (never the payload). `rate_limited` stays at `debug`: a client flooding past its
+/// budget must not flood the logs as well.
 fn log_refusal(s: &SocketRef, event: &str, e: &ChatError) {
+    let user = s
+        .extensions
+        .get::<Arc<Identity>>()
+        .map(|who| who.user_id.to_string());
+    let client = || {
+        s.extensions
+            .get::<Arc<crate::guard::Slot>>()
+            .and_then(|slot| slot.ip())
+    };
     match e {
         ChatError::Store(cause) => {
-            tracing::error!(sid = %s.id, event, code = %e.code(), error = %cause, source = ?std::error::Error::source(cause), "request failed")
+            tracing::error!(sid = %s.id, ?user, event, code = %e.code(), error = %cause, source = ?std::error::Error::source(cause), "request failed")
         }
-        _ => tracing::debug!(sid = %s.id, event, code = %e.code(), reason = %e, "request refused"),
+        ChatError::RateLimited { .. } => {
+            tracing::debug!(sid = %s.id, ?user, client = ?client(), event, code = %e.code(), "request refused")
+        }
+        _ => {
+            tracing::info!(sid = %s.id, ?user, client = ?client(), event, code = %e.code(), reason = %e, "request refused")
+        }
     }
 }

@@ -5,8 +5,10 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::TryFutureExt;
+use futures_util::future::{Either as EitherFuture, MapOk, Ready};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http_body_util::{Either, Empty, Full};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::service::SocketIoService;
 use tower_layer::Layer;
@@ -14,6 +16,11 @@ use tower_service::Service;
 
 /// The tower layer: serves `/socket.io` and passes every other request to the
 /// wrapped service.
+///
+/// A request that opens an Engine.IO session (either transport) counts against its
+/// client address's connection-attempt budget ([`crate::Limits::connect_rate_per_ip`],
+/// with [`crate::PeerAddr`] set by the host) before anything is allocated for it; over
+/// the budget it is answered `429 Too Many Requests` with `Retry-After`.
 ///
 /// Memory per connected socket: the layer copies the request head out of hyper's
 /// read buffer, because socketioxide keeps it for the socket's life. Anything else
@@ -23,6 +30,7 @@ use tower_service::Service;
 #[derive(Clone)]
 pub struct LiveChatLayer {
     inner: SocketIoLayer,
+    chat: crate::LiveChat,
 }
 
 impl std::fmt::Debug for LiveChatLayer {
@@ -32,8 +40,8 @@ impl std::fmt::Debug for LiveChatLayer {
 }
 
 impl LiveChatLayer {
-    pub(crate) fn new(inner: SocketIoLayer) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: SocketIoLayer, chat: crate::LiveChat) -> Self {
+        Self { inner, chat }
     }
 
     /// Wraps `inner`: the same as `Layer::layer`.
@@ -48,6 +56,7 @@ impl<S: Clone> Layer<S> for LiveChatLayer {
     fn layer(&self, inner: S) -> Self::Service {
         LiveChatService {
             inner: self.inner.layer(inner),
+            chat: self.chat.clone(),
         }
     }
 }
@@ -55,12 +64,14 @@ impl<S: Clone> Layer<S> for LiveChatLayer {
 /// The tower service made by [`LiveChatLayer`].
 pub struct LiveChatService<S: Clone> {
     inner: SocketIoService<S>,
+    chat: crate::LiveChat,
 }
 
 impl<S: Clone> Clone for LiveChatService<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            chat: self.chat.clone(),
         }
     }
 }
@@ -71,26 +82,62 @@ impl<S: Clone> std::fmt::Debug for LiveChatService<S> {
     }
 }
 
-impl<S, ReqBody> Service<Request<ReqBody>> for LiveChatService<S>
+/// The body of a [`LiveChatService`] response: socketioxide's, or a refusal's text.
+pub type LiveChatBody<B> = Either<B, Full<Bytes>>;
+
+type Answered<B> = fn(Response<B>) -> Response<LiveChatBody<B>>;
+
+impl<S, ReqBody, B> Service<Request<ReqBody>> for LiveChatService<S>
 where
     S: Clone,
-    SocketIoService<S>: Service<Request<ReqBody>>,
+    SocketIoService<S>: Service<Request<ReqBody>, Response = Response<B>>,
 {
-    type Response = <SocketIoService<S> as Service<Request<ReqBody>>>::Response;
+    type Response = Response<LiveChatBody<B>>;
     type Error = <SocketIoService<S> as Service<Request<ReqBody>>>::Error;
-    type Future = <SocketIoService<S> as Service<Request<ReqBody>>>::Future;
+    type Future = EitherFuture<
+        MapOk<<SocketIoService<S> as Service<Request<ReqBody>>>::Future, Answered<B>>,
+        Ready<Result<Self::Response, Self::Error>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let req = match req.uri().path().starts_with(SOCKET_IO_PATH) {
-            true => detach_head(req),
-            false => req,
-        };
-        self.inner.call(req)
+        if !req.uri().path().starts_with(SOCKET_IO_PATH) {
+            return EitherFuture::Left(self.inner.call(req).map_ok(left as Answered<B>));
+        }
+        if opens_a_session(req.uri())
+            && let Err(refusal) = self.chat.admit_transport(&req)
+        {
+            return EitherFuture::Right(futures_util::future::ready(Ok(refused(refusal))));
+        }
+        EitherFuture::Left(
+            self.inner
+                .call(detach_head(req))
+                .map_ok(left as Answered<B>),
+        )
     }
+}
+
+fn left<B>(res: Response<B>) -> Response<LiveChatBody<B>> {
+    res.map(Either::Left)
+}
+
+/// Whether an Engine.IO request opens a new session: it names none (`sid`).
+fn opens_a_session(uri: &Uri) -> bool {
+    !uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair.starts_with("sid="))
+}
+
+fn refused<B>(refusal: crate::guard::Refusal) -> Response<LiveChatBody<B>> {
+    let mut res = Response::new(Either::Right(Full::from(refusal.to_string())));
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
 }
 
 /// Where socketioxide serves Engine.IO (its default, which the builder keeps).

@@ -24,4 +24,4 @@ pub use config::Limits;
 pub use delivery::Stats;
 pub use error::{ChatError, ErrorCode};
 pub use guard::{OriginPolicy, PeerAddr, Rate, TrustedProxies};
-pub use layer::{LiveChatLayer, LiveChatService, NotFound};
+pub use layer::{LiveChatBody, LiveChatLayer, LiveChatService, NotFound};

@@ -41,11 +41,10 @@ async fn connection_attempts_are_rate_limited_per_address() {
                 .expect("under the limit"),
         );
     }
-    let e = connect_from(&server, "alice", "198.51.100.1")
+    connect_from(&server, "alice", "198.51.100.1")
         .await
         .err()
         .expect("the 4th attempt is refused");
-    assert!(e.contains("rate_limited"), "{e}");
     connect_from(&server, "alice", "198.51.100.2")
         .await
         .expect("another address is unaffected");
@@ -54,6 +53,50 @@ async fn connection_attempts_are_rate_limited_per_address() {
     connect_from(&server, "alice", "198.51.100.1")
         .await
         .expect("refilled after a second");
+}
+
+#[tokio::test]
+async fn transport_opens_without_a_namespace_connect_count_against_the_address() {
+    // Opening Engine.IO sessions and never connecting to the namespace must cost an
+    // address its budget too, or one address could hold any number of sessions.
+    let mut limits = Limits::default();
+    limits.connect_rate_per_ip = Rate::new(1, 3);
+    let server = server_behind_proxy(limits).await;
+    let http = reqwest::Client::new();
+    let open = |ip: &'static str| {
+        http.get(format!(
+            "{}/socket.io/?EIO=4&transport=polling",
+            server.url()
+        ))
+        .header("X-Forwarded-For", ip)
+        .send()
+    };
+    for n in 0..3 {
+        let res = open("198.51.100.9").await.unwrap();
+        assert_eq!(res.status(), 200, "open {n} is under the budget");
+        let body = res.text().await.unwrap();
+        assert!(
+            body.starts_with('0') && body.contains("\"sid\""),
+            "an open packet: {body}"
+        );
+    }
+    let res = open("198.51.100.9").await.unwrap();
+    assert_eq!(
+        res.status(),
+        429,
+        "the 4th open is refused before a session exists"
+    );
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body = res.text().await.unwrap();
+    assert!(body.contains("rate_limited"), "{body}");
+    // The refused address cannot connect a socket either; another address can.
+    connect_from(&server, "alice", "198.51.100.9")
+        .await
+        .err()
+        .expect("the budget is spent");
+    connect_from(&server, "alice", "198.51.100.10")
+        .await
+        .expect("another address is unaffected");
 }
 
 #[tokio::test]
