@@ -54,6 +54,10 @@ pub(crate) struct Inner {
     writer: Writer,
     counters: Arc<Counters>,
     directory: DirectoryCache,
+    /// This node, as the others know it.
+    pub(crate) node: uuid::Uuid,
+    pub(crate) presence: crate::presence::Presence,
+    pub(crate) fanout: Option<Arc<dyn crate::cluster::Fanout>>,
 }
 
 /// The directory lookups of the send path, kept in memory: a contact never changes
@@ -180,6 +184,7 @@ impl LiveChat {
             send_per_socket: limits.send_per_socket,
             send_per_user: limits.send_per_user,
             send_per_workspace: limits.send_per_workspace,
+            signals_per_socket: limits.signals_per_socket,
             trusted_proxies,
         });
         let counters = Arc::new(Counters::default());
@@ -193,7 +198,7 @@ impl LiveChat {
                 max_wait: limits.commit_wait,
                 max_recovery: limits.max_recovery_messages,
             },
-            fanout,
+            fanout.clone(),
         );
         let directory = DirectoryCache::new(&limits);
         Self {
@@ -208,6 +213,9 @@ impl LiveChat {
                 writer,
                 counters,
                 directory,
+                node: uuid::Uuid::new_v4(),
+                presence: Default::default(),
+                fanout,
             }),
         }
     }
@@ -403,7 +411,7 @@ impl LiveChat {
         Ok(())
     }
 
-    async fn contact_or_not_found(&self, id: ContactId) -> Result<Contact, ChatError> {
+    pub(crate) async fn contact_or_not_found(&self, id: ContactId) -> Result<Contact, ChatError> {
         if let Some(contact) = self.inner.directory.contacts.get(&id) {
             return Ok(contact);
         }
@@ -509,13 +517,16 @@ impl LiveChat {
     ) -> Result<Joined, ChatError> {
         self.authorize(who, req.workspace_id).await?;
         let ws = req.workspace_id;
-        self.join(
-            s,
-            (workspace_room(ws), ws),
-            SyncScope::Workspace(ws),
-            req.after,
-        )
-        .await
+        let joined = self
+            .join(
+                s,
+                (workspace_room(ws), ws),
+                SyncScope::Workspace(ws),
+                req.after,
+            )
+            .await?;
+        self.presence_joined(s, who, ws);
+        Ok(joined)
     }
 
     /// Joins `room` (of `workspace`); with `after`, first replays what the client
@@ -658,6 +669,9 @@ impl LiveChat {
         let ws_room = workspace_room(workspace);
         for s in self.inner.io.to(user_room(user)).sockets() {
             s.leave(ws_room.clone());
+            if let Some(who) = s.extensions.get::<Arc<Identity>>() {
+                self.presence_left(&s, &who, workspace);
+            }
             for room in s.rooms() {
                 let Some(id) = room.strip_prefix("contact:").and_then(|id| id.parse().ok()) else {
                     continue;

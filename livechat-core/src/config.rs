@@ -27,6 +27,17 @@ pub struct Limits {
     /// `send_message` budget per workspace, all its agents together. Defaults to 100/s
     /// with bursts of 300.
     pub send_per_workspace: Rate,
+    /// Budget per socket for `typing`, `mark_read`, `react` and `unread_counts`
+    /// together. Defaults to 10/s with bursts of 20.
+    pub signals_per_socket: Rate,
+    /// A repeated `isTyping: true` is passed on at most this often (it keeps the state
+    /// alive in between). Defaults to 2 s.
+    pub typing_interval: Duration,
+    /// How long "typing" lasts without a new `isTyping: true`; then the others are
+    /// told the user stopped. Defaults to 6 s.
+    pub typing_timeout: Duration,
+    /// Reactions one user may have on one message. Defaults to 10.
+    pub max_reactions_per_user: usize,
     /// Connection attempts per client address (needs [`crate::PeerAddr`]). Defaults to
     /// 5/s with bursts of 20.
     pub connect_rate_per_ip: Rate,
@@ -80,6 +91,10 @@ impl Default for Limits {
             send_per_user: Rate::new(10, 30),
             send_per_socket: Rate::new(10, 30),
             send_per_workspace: Rate::new(100, 300),
+            signals_per_socket: Rate::new(10, 20),
+            typing_interval: Duration::from_secs(2),
+            typing_timeout: Duration::from_secs(6),
+            max_reactions_per_user: 10,
             connect_rate_per_ip: Rate::new(5, 20),
             max_connections_per_ip: 50,
             max_connections_per_user: 20,

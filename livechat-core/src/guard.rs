@@ -227,6 +227,7 @@ pub(crate) struct GuardLimits {
     pub(crate) send_per_socket: Rate,
     pub(crate) send_per_user: Rate,
     pub(crate) send_per_workspace: Rate,
+    pub(crate) signals_per_socket: Rate,
     pub(crate) trusted_proxies: TrustedProxies,
 }
 
@@ -267,6 +268,10 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
 
 /// A per-socket send budget, kept in the socket's extensions.
 pub(crate) type SocketBudget = Arc<DefaultDirectRateLimiter>;
+
+/// A per-socket budget for typing, read receipts, reactions and unread counts.
+#[derive(Clone)]
+pub(crate) struct SignalBudget(Arc<DefaultDirectRateLimiter>);
 
 impl Guard {
     pub(crate) fn new(limits: GuardLimits) -> Self {
@@ -331,6 +336,18 @@ impl Guard {
 
     pub(crate) fn socket_budget(&self) -> SocketBudget {
         Arc::new(RateLimiter::direct(self.limits.send_per_socket.quota()))
+    }
+
+    pub(crate) fn signal_budget(&self) -> SignalBudget {
+        SignalBudget(Arc::new(RateLimiter::direct(
+            self.limits.signals_per_socket.quota(),
+        )))
+    }
+
+    /// Checks a typing, read or reaction request against its socket's budget.
+    pub(crate) fn check_signal(&self, budget: &SignalBudget) -> Result<(), Duration> {
+        let now = self.clock.now();
+        budget.0.check().map_err(|n| n.wait_time_from(now))
     }
 
     /// Checks a send against the socket's, the user's and the workspace's budgets.
@@ -420,6 +437,7 @@ mod tests {
             send_per_socket: Rate::new(1, 1),
             send_per_user: Rate::new(1, 1),
             send_per_workspace: Rate::new(1, 1),
+            signals_per_socket: Rate::new(1, 1),
             trusted_proxies: TrustedProxies::default(),
         });
         let ip = Some("192.0.2.1".parse().unwrap());

@@ -21,8 +21,8 @@ use crate::chat::LiveChat;
 use crate::error::ChatError;
 use crate::guard::{Refusal, SocketBudget};
 use crate::protocol::{
-    AckReply, ContactRef, ErrorEvent, HistoryRequest, SendMessage, SyncRequest, WorkspaceRef,
-    decode_request, events,
+    AckReply, ContactRef, ErrorEvent, HistoryRequest, MarkReadRequest, ReactRequest, SendMessage,
+    SyncRequest, TypingRequest, UnreadCountsRequest, WorkspaceRef, decode_request, events,
 };
 
 /// Whether the client asked for an ack: without one, refusals go out as `livechat:error`.
@@ -97,6 +97,7 @@ async fn admit(
     };
     s.extensions.insert(Arc::new(slot));
     s.extensions.insert(guard.socket_budget());
+    s.extensions.insert(guard.signal_budget());
     s.extensions.insert(Arc::new(identity));
     Ok(())
 }
@@ -132,6 +133,10 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
     tracing::debug!(sid = %s.id, user = %identity.user_id, transport = ?s.transport_type(), "connected");
     s.join(user_room(&identity.user_id));
     s.extensions.insert(crate::delivery::LiveSince::default());
+    s.extensions
+        .insert(crate::features::PresenceRooms::default());
+    s.extensions
+        .insert(crate::features::TypingStates::default());
 
     // socketioxide runs each event handler in a task of its own, so two events of one
     // socket could finish in any order. A client that sends m1 then m2, or joins then
@@ -155,10 +160,12 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         });
         s.extensions.insert(ExpiryTimer(timer.abort_handle()));
     }
-    s.on_disconnect(|s: SocketRef, reason: DisconnectReason| async move {
+    let gone_chat = chat.clone();
+    s.on_disconnect(move |s: SocketRef, reason: DisconnectReason| async move {
         if let Some(ExpiryTimer(handle)) = s.extensions.get::<ExpiryTimer>() {
             handle.abort();
         }
+        gone_chat.socket_gone(&s);
         match reason {
             // An over-limit frame, a malformed packet, a dead peer: worth an operator's eye.
             DisconnectReason::PacketParsingError
@@ -200,8 +207,9 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &chat,
         &queue,
         events::LEAVE_WORKSPACE,
-        |_, s, _, req: WorkspaceRef| async move {
+        |chat, s, who, req: WorkspaceRef| async move {
             s.leave(crate::protocol::workspace_room(req.workspace_id));
+            chat.presence_left(&s, &who, req.workspace_id);
             Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
         },
     );
@@ -232,6 +240,36 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &queue,
         events::SYNC,
         |chat, _, who, req: SyncRequest| async move { chat.sync(&who, req).await },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::TYPING,
+        |chat, s, who, req: TypingRequest| async move { chat.typing(&s, &who, req).await },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::MARK_READ,
+        |chat, s, who, req: MarkReadRequest| async move { chat.mark_read_from(&s, &who, req).await },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::REACT,
+        |chat, s, who, req: ReactRequest| async move { chat.react_from(&s, &who, req).await },
+    );
+    on(
+        &s,
+        &chat,
+        &queue,
+        events::UNREAD_COUNTS,
+        |chat, s, who, req: UnreadCountsRequest| async move {
+            chat.unread_counts_from(&s, &who, req).await
+        },
     );
 }
 

@@ -8,11 +8,13 @@ pub mod cluster;
 pub mod config;
 mod delivery;
 pub mod error;
+mod features;
 mod guard;
 mod handlers;
 mod layer;
 pub mod model;
 pub mod moderation;
+pub mod presence;
 pub mod protocol;
 pub mod store;
 #[cfg(feature = "test-util")]

@@ -4,8 +4,10 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::error::{ChatError, ErrorCode};
-use crate::model::{ContactId, Direction, MsgType, WorkspaceId};
+use crate::model::{ContactId, Direction, MessageId, MsgType, UserId, WorkspaceId};
 
 /// Client → server event names.
 pub mod events {
@@ -23,8 +25,25 @@ pub mod events {
     pub const HISTORY: &str = "history";
     /// `{ workspaceId | contactId, after, limit? }`.
     pub const SYNC: &str = "sync";
+    /// `{ contactId, isTyping }`: tell the others in the contact room.
+    pub const TYPING: &str = "typing";
+    /// `{ contactId, upTo }`: mark the conversation read up to a `seq`.
+    pub const MARK_READ: &str = "mark_read";
+    /// `{ messageId, emoji }`: add the user's reaction, or remove it when it is there.
+    pub const REACT: &str = "react";
+    /// `{ workspaceId }`: unread inbound messages per contact.
+    pub const UNREAD_COUNTS: &str = "unread_counts";
     /// Server → client: a stored message.
     pub const NEW_MESSAGE: &str = "new_message";
+    /// Server → client: a stored message changed (its status).
+    pub const MESSAGE_UPDATED: &str = "message_updated";
+    /// Server → client: a conversation was read up to a `seq` (see `MessagesRead`).
+    pub const MESSAGES_READ: &str = "messages_read";
+    /// Server → client: a reaction was added or removed (see `ReactionEvent`).
+    pub const REACTION: &str = "reaction";
+    /// Server → client: who of a workspace is online (see `PresenceChange`,
+    /// `PresenceList`).
+    pub const PRESENCE: &str = "presence";
     /// Server → client: a refusal of a request that had no ack callback.
     pub const ERROR: &str = "livechat:error";
     /// Server → client: the outcome of a join with `after` (see `Joined`).
@@ -128,6 +147,142 @@ pub struct SyncRequest {
     /// Page size; defaults to 50, clamped to 200.
     #[serde(default)]
     pub limit: Option<u32>,
+}
+
+/// `typing` payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingRequest {
+    /// The conversation.
+    pub contact_id: ContactId,
+    /// `true` while the user types; `false` when they stop. Without a `false`, the
+    /// others are told the user stopped after [`crate::Limits::typing_timeout`].
+    pub is_typing: bool,
+}
+
+/// The `typing` event, to the others in the contact room (never to the typist's own
+/// sockets).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TypingEvent {
+    /// The conversation.
+    pub contact_id: ContactId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// Who types.
+    pub user_id: UserId,
+    /// Whether they are typing now.
+    pub is_typing: bool,
+}
+
+/// The answer to `typing`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Typed {
+    /// Whether the others were told now; a repeated `isTyping: true` within
+    /// [`crate::Limits::typing_interval`] only keeps the state alive.
+    pub forwarded: bool,
+}
+
+/// `mark_read` payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkReadRequest {
+    /// The conversation.
+    pub contact_id: ContactId,
+    /// Every message with `seq <= upTo` is marked read.
+    pub up_to: i64,
+}
+
+/// The `messages_read` event (to the contact and workspace rooms when something
+/// changed), and the answer to `mark_read`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessagesRead {
+    /// The conversation.
+    pub contact_id: ContactId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// Read up to this `seq`.
+    pub up_to: i64,
+    /// Who read them.
+    pub user_id: UserId,
+    /// How many messages changed to read.
+    pub updated: u64,
+}
+
+/// `react` payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactRequest {
+    /// The message.
+    pub message_id: MessageId,
+    /// The emoji: 1 to [`MAX_EMOJI_BYTES`] bytes, no spaces or control characters.
+    pub emoji: String,
+}
+
+/// Longest emoji of a reaction, in bytes (a family emoji with skin tones is 25).
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// The `reaction` event (to the contact and workspace rooms), and the answer to `react`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReactionEvent {
+    /// The message.
+    pub message_id: MessageId,
+    /// Its conversation.
+    pub contact_id: ContactId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// The emoji.
+    pub emoji: String,
+    /// Who reacted.
+    pub user_id: UserId,
+    /// `true`: the reaction was added; `false`: it was removed.
+    pub added: bool,
+}
+
+/// `unread_counts` payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnreadCountsRequest {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+}
+
+/// The answer to `unread_counts` (and `GET /api/workspaces/{id}/unread`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnreadCounts {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// Unread inbound messages per contact; contacts with none are left out.
+    pub counts: BTreeMap<ContactId, u64>,
+}
+
+/// Whether a user is online in a workspace.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one of the user's sockets, on any node, is in the workspace's room.
+    Online,
+    /// None is.
+    Offline,
+}
+
+/// The `presence` event on a change, to the workspace room.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// Who came or went.
+    pub user_id: UserId,
+    /// Their status now.
+    pub status: PresenceStatus,
+}
+
+/// The `presence` event to a socket that joins a workspace: who is online there.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PresenceList {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// Users online, sorted.
+    pub online: Vec<UserId>,
 }
 
 /// An error as the client sees it.

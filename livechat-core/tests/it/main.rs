@@ -5,6 +5,7 @@ mod abuse;
 mod cluster;
 mod conformance;
 mod delivery;
+mod features;
 mod harness;
 mod isolation;
 mod model;

@@ -1,0 +1,528 @@
+//! The live-chat features around messages: typing, read receipts, reactions, unread
+//! counts, status changes and presence. None of them goes through the commit writer:
+//! they are not messages and have no `seq`. What they store is stored before the event
+//! goes out; typing and presence are never stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use socketioxide::extract::SocketRef;
+
+use crate::auth::Identity;
+use crate::chat::LiveChat;
+use crate::cluster::Signal;
+use crate::error::ChatError;
+use crate::guard::SignalBudget;
+use crate::handlers::user_room;
+use crate::model::{ContactId, Message, MessageId, Reaction, Status, WorkspaceId};
+use crate::presence::PresenceUpdate;
+use crate::protocol::{
+    MAX_EMOJI_BYTES, MarkReadRequest, MessagesRead, PresenceList, ReactRequest, ReactionEvent,
+    Typed, TypingEvent, TypingRequest, UnreadCounts, UnreadCountsRequest, contact_room, events,
+    workspace_room,
+};
+use crate::store::Toggled;
+
+/// Per socket: the conversations it is typing in.
+#[derive(Clone, Default)]
+pub(crate) struct TypingStates(Arc<Mutex<HashMap<ContactId, Typing>>>);
+
+struct Typing {
+    workspace: WorkspaceId,
+    typing: bool,
+    forwarded_at: Instant,
+    expires_at: Instant,
+    /// Whether a timer watches `expires_at`.
+    timer: bool,
+}
+
+/// Per socket: the workspaces whose room it is in, as presence counts them.
+#[derive(Clone, Default)]
+pub(crate) struct PresenceRooms(Arc<Mutex<std::collections::HashSet<WorkspaceId>>>);
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LiveChat {
+    /// Emits `event` to the sockets in `rooms` but those in `except`, here and, with a
+    /// fan-out, on every other node.
+    fn signal<T: Serialize>(&self, rooms: Vec<String>, except: Vec<String>, event: &str, data: &T) {
+        let Ok(data) = serde_json::to_value(data) else {
+            return;
+        };
+        let signal = Signal::Emit {
+            rooms,
+            except,
+            event: event.to_owned(),
+            data,
+        };
+        if let Some(fanout) = &self.inner().fanout {
+            fanout.signal(&signal);
+        }
+        self.emit_here(signal);
+    }
+
+    fn emit_here(&self, signal: Signal) {
+        let Signal::Emit {
+            rooms,
+            except,
+            event,
+            data,
+        } = signal
+        else {
+            return;
+        };
+        let io = self.inner().io.clone();
+        tokio::spawn(async move {
+            // A socket whose buffer is full misses an ephemeral event; its messages
+            // are what delivery guarantees, and those have their own path.
+            if let Err(e) = io.to(rooms).except(except).emit(&event, &data).await {
+                tracing::debug!(error = %e, "could not emit a signal");
+            }
+        });
+    }
+
+    /// A signal from another node (see [`crate::cluster::Fanout::signal`]): emitted
+    /// to this node's sockets, or applied to its view of presence.
+    pub async fn signalled_elsewhere(&self, signal: Signal) {
+        match signal {
+            Signal::Presence { node, update } => {
+                let ask = matches!(update, PresenceUpdate::State { ask: true, .. });
+                let changes = self
+                    .inner()
+                    .presence
+                    .update_from(node, update, Instant::now());
+                for change in changes {
+                    self.emit_presence_here(&change);
+                }
+                if ask {
+                    self.presence_heartbeat(false);
+                }
+            }
+            emit => self.emit_here(emit),
+        }
+    }
+
+    /// A presence change, to this node's sockets in the workspace's room but the
+    /// user's own (they know).
+    fn emit_presence_here(&self, change: &crate::protocol::PresenceChange) {
+        if let Ok(data) = serde_json::to_value(change) {
+            self.emit_here(Signal::Emit {
+                rooms: vec![workspace_room(change.workspace_id)],
+                except: vec![user_room(&change.user_id)],
+                event: events::PRESENCE.to_owned(),
+                data,
+            });
+        }
+    }
+
+    /// Sends this node's whole presence list to the other nodes (with `ask`, asking
+    /// for theirs at once) and forgets nodes that went silent. A fan-out calls it
+    /// every [`crate::presence::PRESENCE_HEARTBEAT`], and with `ask` once at start.
+    pub fn presence_heartbeat(&self, ask: bool) {
+        let inner = self.inner();
+        for change in inner.presence.expire(Instant::now()) {
+            self.emit_presence_here(&change);
+        }
+        if let Some(fanout) = &inner.fanout {
+            fanout.signal(&Signal::Presence {
+                node: inner.node,
+                update: PresenceUpdate::State {
+                    online: inner.presence.local_state(),
+                    ask,
+                },
+            });
+        }
+    }
+
+    /// Counts a socket in the workspace's presence once it is in the room, and sends it
+    /// who is online there.
+    pub(crate) fn presence_joined(&self, s: &SocketRef, who: &Identity, workspace: WorkspaceId) {
+        let rooms = s.extensions.get::<PresenceRooms>().unwrap_or_default();
+        if locked(&rooms.0).insert(workspace) {
+            let (first_here, change) = self.inner().presence.joined(workspace, &who.user_id);
+            self.presence_changed(workspace, &who.user_id, first_here, true, change);
+        }
+        let list = PresenceList {
+            workspace_id: workspace,
+            online: self.inner().presence.online(workspace),
+        };
+        let _ = s.emit(events::PRESENCE, &list);
+    }
+
+    /// The socket left the workspace's room (or is going away).
+    pub(crate) fn presence_left(&self, s: &SocketRef, who: &Identity, workspace: WorkspaceId) {
+        let rooms = s.extensions.get::<PresenceRooms>().unwrap_or_default();
+        if locked(&rooms.0).remove(&workspace) {
+            let (last_here, change) = self.inner().presence.left(workspace, &who.user_id);
+            self.presence_changed(workspace, &who.user_id, last_here, false, change);
+        }
+    }
+
+    fn presence_changed(
+        &self,
+        workspace: WorkspaceId,
+        user: &crate::model::UserId,
+        here_changed: bool,
+        online: bool,
+        change: Option<crate::protocol::PresenceChange>,
+    ) {
+        let inner = self.inner();
+        if here_changed && let Some(fanout) = &inner.fanout {
+            fanout.signal(&Signal::Presence {
+                node: inner.node,
+                update: PresenceUpdate::Changes(vec![(workspace, user.clone(), online)]),
+            });
+        }
+        if let Some(change) = change {
+            self.emit_presence_here(&change);
+        }
+    }
+
+    /// The socket is gone: it leaves every workspace's presence and stops typing.
+    pub(crate) fn socket_gone(&self, s: &SocketRef) {
+        let Some(who) = s.extensions.get::<Arc<Identity>>() else {
+            return;
+        };
+        if let Some(rooms) = s.extensions.get::<PresenceRooms>() {
+            let workspaces: Vec<WorkspaceId> = locked(&rooms.0).iter().copied().collect();
+            for workspace in workspaces {
+                self.presence_left(s, &who, workspace);
+            }
+        }
+        if let Some(states) = s.extensions.get::<TypingStates>() {
+            let typing: Vec<(ContactId, WorkspaceId)> = locked(&states.0)
+                .iter_mut()
+                .filter(|(_, t)| t.typing)
+                .map(|(c, t)| {
+                    t.typing = false;
+                    (*c, t.workspace)
+                })
+                .collect();
+            for (contact, workspace) in typing {
+                self.typing_event(&who, contact, workspace, false);
+            }
+        }
+    }
+
+    fn check_signal_budget(&self, s: &SocketRef) -> Result<(), ChatError> {
+        match s.extensions.get::<SignalBudget>() {
+            Some(budget) => self
+                .inner()
+                .guard
+                .check_signal(&budget)
+                .map_err(|retry_after| ChatError::RateLimited { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    fn typing_event(
+        &self,
+        who: &Identity,
+        contact: ContactId,
+        workspace: WorkspaceId,
+        typing: bool,
+    ) {
+        let event = TypingEvent {
+            contact_id: contact,
+            workspace_id: workspace,
+            user_id: who.user_id.clone(),
+            is_typing: typing,
+        };
+        self.signal(
+            vec![contact_room(contact)],
+            vec![user_room(&who.user_id)],
+            events::TYPING,
+            &event,
+        );
+    }
+
+    /// `typing` from a socket: passed on to the others in the contact room (never to
+    /// the typist's own sockets) when the state changes, and a repeated "typing" at
+    /// most every [`crate::Limits::typing_interval`]; "stopped" follows by itself after
+    /// [`crate::Limits::typing_timeout`] without news, or when the socket goes.
+    pub(crate) async fn typing(
+        &self,
+        s: &SocketRef,
+        who: &Arc<Identity>,
+        req: TypingRequest,
+    ) -> Result<Typed, ChatError> {
+        self.check_signal_budget(s)?;
+        let contact = self.contact_or_not_found(req.contact_id).await?;
+        self.authorize(who, contact.workspace_id).await?;
+        let limits = self.limits();
+        let states = s.extensions.get::<TypingStates>().unwrap_or_default();
+        let now = Instant::now();
+        let (forward, start_timer) = {
+            let mut map = locked(&states.0);
+            if !map.contains_key(&contact.id) {
+                if !req.is_typing {
+                    return Ok(Typed { forwarded: false });
+                }
+                if map.len() >= limits.max_rooms_per_socket {
+                    return Err(ChatError::LimitReached(format!(
+                        "a socket may type in at most {} conversations",
+                        limits.max_rooms_per_socket
+                    )));
+                }
+                map.insert(
+                    contact.id,
+                    Typing {
+                        workspace: contact.workspace_id,
+                        typing: false,
+                        forwarded_at: now,
+                        expires_at: now,
+                        timer: false,
+                    },
+                );
+            }
+            let Some(t) = map.get_mut(&contact.id) else {
+                return Ok(Typed { forwarded: false });
+            };
+            match (t.typing, req.is_typing) {
+                (false, false) => (false, false),
+                (true, false) => {
+                    t.typing = false;
+                    (true, false)
+                }
+                (was, true) => {
+                    t.expires_at = now + limits.typing_timeout;
+                    let forward =
+                        !was || now.duration_since(t.forwarded_at) >= limits.typing_interval;
+                    if forward {
+                        t.forwarded_at = now;
+                    }
+                    t.typing = true;
+                    let start = !t.timer;
+                    t.timer = true;
+                    (forward, start)
+                }
+            }
+        };
+        if forward {
+            self.typing_event(who, contact.id, contact.workspace_id, req.is_typing);
+        }
+        if start_timer {
+            tokio::spawn(self.clone().typing_expiry(states, who.clone(), contact.id));
+        }
+        Ok(Typed { forwarded: forward })
+    }
+
+    /// Watches one conversation's "typing" and says "stopped" when it runs out.
+    async fn typing_expiry(self, states: TypingStates, who: Arc<Identity>, contact: ContactId) {
+        loop {
+            let due = match locked(&states.0).get(&contact) {
+                Some(t) if t.typing => t.expires_at,
+                _ => break,
+            };
+            tokio::time::sleep_until(due.into()).await;
+            let expired = {
+                let mut map = locked(&states.0);
+                match map.get_mut(&contact) {
+                    Some(t) if t.typing && Instant::now() >= t.expires_at => {
+                        t.typing = false;
+                        Some(t.workspace)
+                    }
+                    Some(t) if t.typing => None,
+                    _ => break,
+                }
+            };
+            if let Some(workspace) = expired {
+                self.typing_event(&who, contact, workspace, false);
+                break;
+            }
+        }
+        let mut map = locked(&states.0);
+        if let Some(t) = map.get_mut(&contact) {
+            t.timer = false;
+            if !t.typing {
+                map.remove(&contact);
+            }
+        }
+    }
+
+    /// Marks a conversation read up to `upTo` (a `seq`) as `who`; when that changed
+    /// anything, `messages_read` goes to the contact and workspace rooms.
+    pub async fn mark_read(
+        &self,
+        who: &Identity,
+        req: MarkReadRequest,
+    ) -> Result<MessagesRead, ChatError> {
+        if req.up_to < 0 {
+            return Err(ChatError::InvalidPayload(
+                "upTo must be a seq, 0 or more".into(),
+            ));
+        }
+        let contact = self.contact_or_not_found(req.contact_id).await?;
+        self.authorize(who, contact.workspace_id).await?;
+        let updated = self.inner().store.mark_read(contact.id, req.up_to).await?;
+        let read = MessagesRead {
+            contact_id: contact.id,
+            workspace_id: contact.workspace_id,
+            up_to: req.up_to,
+            user_id: who.user_id.clone(),
+            updated,
+        };
+        if updated > 0 {
+            self.signal(
+                vec![
+                    contact_room(contact.id),
+                    workspace_room(contact.workspace_id),
+                ],
+                Vec::new(),
+                events::MESSAGES_READ,
+                &read,
+            );
+        }
+        Ok(read)
+    }
+
+    pub(crate) async fn mark_read_from(
+        &self,
+        s: &SocketRef,
+        who: &Identity,
+        req: MarkReadRequest,
+    ) -> Result<MessagesRead, ChatError> {
+        self.check_signal_budget(s)?;
+        self.mark_read(who, req).await
+    }
+
+    /// Adds `who`'s reaction to a message, or removes it when it is there; `reaction`
+    /// goes to the contact and workspace rooms. A user has at most
+    /// [`crate::Limits::max_reactions_per_user`] reactions on one message.
+    pub async fn react(
+        &self,
+        who: &Identity,
+        req: ReactRequest,
+    ) -> Result<ReactionEvent, ChatError> {
+        let emoji = req.emoji;
+        if emoji.is_empty()
+            || emoji.len() > MAX_EMOJI_BYTES
+            || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ChatError::InvalidPayload(format!(
+                "emoji must be 1 to {MAX_EMOJI_BYTES} bytes without spaces or control characters"
+            )));
+        }
+        let message = self.message_for(who, req.message_id).await?;
+        let reaction = Reaction {
+            emoji,
+            user_id: who.user_id.clone(),
+        };
+        let limit = self.limits().max_reactions_per_user;
+        let added = match self
+            .inner()
+            .store
+            .toggle_reaction(message.id, reaction.clone(), limit)
+            .await?
+        {
+            Toggled::Added => true,
+            Toggled::Removed => false,
+            Toggled::Full => {
+                return Err(ChatError::LimitReached(format!(
+                    "a user may have at most {limit} reactions on one message"
+                )));
+            }
+        };
+        let event = ReactionEvent {
+            message_id: message.id,
+            contact_id: message.contact_id,
+            workspace_id: message.workspace_id,
+            emoji: reaction.emoji,
+            user_id: reaction.user_id,
+            added,
+        };
+        self.signal(
+            vec![
+                contact_room(message.contact_id),
+                workspace_room(message.workspace_id),
+            ],
+            Vec::new(),
+            events::REACTION,
+            &event,
+        );
+        Ok(event)
+    }
+
+    pub(crate) async fn react_from(
+        &self,
+        s: &SocketRef,
+        who: &Identity,
+        req: ReactRequest,
+    ) -> Result<ReactionEvent, ChatError> {
+        self.check_signal_budget(s)?;
+        self.react(who, req).await
+    }
+
+    /// A message `who` may see, or `not_found` / `forbidden`.
+    async fn message_for(&self, who: &Identity, id: MessageId) -> Result<Message, ChatError> {
+        let message = self
+            .inner()
+            .store
+            .message(id)
+            .await?
+            .ok_or(ChatError::NotFound("message"))?;
+        self.authorize(who, message.workspace_id).await?;
+        Ok(message)
+    }
+
+    /// Unread inbound messages per contact of a workspace.
+    pub async fn unread_counts(
+        &self,
+        who: &Identity,
+        req: UnreadCountsRequest,
+    ) -> Result<UnreadCounts, ChatError> {
+        self.authorize(who, req.workspace_id).await?;
+        let counts = self.inner().store.unread_counts(req.workspace_id).await?;
+        Ok(UnreadCounts {
+            workspace_id: req.workspace_id,
+            counts: counts.into_iter().collect(),
+        })
+    }
+
+    pub(crate) async fn unread_counts_from(
+        &self,
+        s: &SocketRef,
+        who: &Identity,
+        req: UnreadCountsRequest,
+    ) -> Result<UnreadCounts, ChatError> {
+        self.check_signal_budget(s)?;
+        self.unread_counts(who, req).await
+    }
+
+    /// Moves a message to `status` (and records the channel's SID): an SMS gateway's
+    /// report, from server-side code. The lifecycle is `queued → sent → delivered |
+    /// failed`; a report that would move the message back (late, repeated, out of
+    /// order) changes nothing and returns `None`. A change goes to the contact and
+    /// workspace rooms as `message_updated`.
+    pub async fn update_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        twilio_sid: Option<String>,
+    ) -> Result<Option<Message>, ChatError> {
+        let store = &self.inner().store;
+        match store
+            .update_status(id, status, status.follows(), twilio_sid)
+            .await?
+        {
+            Some(message) => {
+                self.signal(
+                    vec![
+                        contact_room(message.contact_id),
+                        workspace_room(message.workspace_id),
+                    ],
+                    Vec::new(),
+                    events::MESSAGE_UPDATED,
+                    &message,
+                );
+                Ok(Some(message))
+            }
+            None if store.message(id).await?.is_none() => Err(ChatError::NotFound("message")),
+            None => Ok(None),
+        }
+    }
+}
