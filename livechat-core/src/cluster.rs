@@ -33,8 +33,49 @@
 //! # let _ = (layer, feed);
 //! # Ok(()) }
 //! ```
+//!
+//! # Why not a Socket.IO adapter
+//!
+//! A socketioxide adapter such as `socketioxide-redis` relays each broadcast to the
+//! other nodes' sockets as it is emitted, past the writer. Here every node delivers
+//! each committed message itself, once and in `seq` order, through the writer's
+//! per-workspace watermark, with gaps read from the store; while Redis is away the
+//! change feed carries the messages. So no adapter answers room queries across
+//! nodes: presence is to be built on the fan-out as well.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::model::Message;
+use crate::presence::PresenceUpdate;
+
+/// What passes between nodes besides messages: typing, read receipts, reactions,
+/// status changes and presence. Not stored, and not replayed after an outage: the
+/// stored state (read flags, reactions, statuses) is read with history, and presence
+/// is corrected by the next heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub enum Signal {
+    /// Emit `event` with `data` to the sockets in `rooms`, except those also in one
+    /// of `except`.
+    Emit {
+        /// The rooms.
+        rooms: Vec<String>,
+        /// Rooms whose sockets are left out (the sender's own, for typing).
+        except: Vec<String>,
+        /// The event name.
+        event: String,
+        /// Its payload.
+        data: serde_json::Value,
+    },
+    /// What a node says about its users' presence.
+    Presence {
+        /// The node.
+        node: Uuid,
+        /// What changed there, or its whole list.
+        update: PresenceUpdate,
+    },
+}
 
 /// Where a node announces what it committed, for the other nodes.
 ///
@@ -45,6 +86,17 @@ use crate::model::Message;
 pub trait Fanout: Send + Sync + 'static {
     /// Announces a message this node committed.
     fn committed(&self, message: &Message);
+
+    /// Passes a [`Signal`] to the other nodes, which hand it to
+    /// [`LiveChat::signalled_elsewhere`](crate::LiveChat::signalled_elsewhere). Like
+    /// `committed`, it must not block. A fan-out that carries signals also calls
+    /// [`LiveChat::presence_heartbeat`](crate::LiveChat::presence_heartbeat) once with
+    /// `ask` when it starts delivering and then every
+    /// [`PRESENCE_HEARTBEAT`](crate::presence::PRESENCE_HEARTBEAT). The default drops
+    /// signals: typing, receipts and presence then stay on their node.
+    fn signal(&self, signal: &Signal) {
+        let _ = signal;
+    }
 }
 
 #[cfg(feature = "postgres")]
