@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::Fanout;
+use super::{Fanout, Signal};
 use crate::LiveChat;
 use crate::model::Message;
+use crate::presence::PRESENCE_HEARTBEAT;
 
 /// Why the Redis fan-out could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +25,14 @@ pub enum RedisFanoutError {
     Redis(#[from] redis::RedisError),
 }
 
-/// On the channel: the message and the node that committed it.
+/// On the channel: a committed message or a signal, and the node it comes from.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     node: Uuid,
-    message: Message,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signal: Option<Signal>,
 }
 
 /// How many messages may wait to be published, and received ones to be delivered,
@@ -135,6 +139,17 @@ impl RedisFanout {
         Ok(())
     }
 
+    /// Whether the subscription to the channel is live: `false` from a lost connection
+    /// until the reconnected connection has subscribed again, for readiness probes. A
+    /// `PING` alone does not tell, since a connection can come back without its
+    /// subscription, and then nothing from the other nodes arrives.
+    ///
+    /// Tracked by the task that [`deliver_to`](Self::deliver_to) starts; before that
+    /// call it stays `true`, as [`connect`](Self::connect) has subscribed.
+    pub fn is_subscribed(&self) -> bool {
+        !self.inner.counters.disconnected.load(Ordering::Relaxed)
+    }
+
     /// Messages published, received from other nodes, dropped on a full queue, and
     /// resubscriptions after a lost connection, in that order.
     pub fn counts(&self) -> (u64, u64, u64, u64) {
@@ -148,18 +163,32 @@ impl RedisFanout {
     }
 }
 
-impl Fanout for RedisFanout {
-    fn committed(&self, message: &Message) {
-        let envelope = Envelope {
-            node: self.inner.node,
-            message: message.clone(),
-        };
-        let Ok(bytes) = serde_json::to_vec(&envelope) else {
+impl RedisFanout {
+    fn send(&self, envelope: &Envelope) {
+        let Ok(bytes) = serde_json::to_vec(envelope) else {
             return;
         };
         if self.inner.outgoing.try_send(bytes).is_err() {
             self.inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl Fanout for RedisFanout {
+    fn committed(&self, message: &Message) {
+        self.send(&Envelope {
+            node: self.inner.node,
+            message: Some(message.clone()),
+            signal: None,
+        });
+    }
+
+    fn signal(&self, signal: &Signal) {
+        self.send(&Envelope {
+            node: self.inner.node,
+            message: None,
+            signal: Some(signal.clone()),
+        });
     }
 }
 
@@ -188,7 +217,22 @@ async fn publish(inner: Arc<Inner>, mut to_publish: mpsc::Receiver<Vec<u8>>) {
 }
 
 async fn receive(inner: Arc<Inner>, mut incoming: mpsc::Receiver<PushInfo>, chat: LiveChat) {
-    while let Some(push) = incoming.recv().await {
+    // Presence: ask the others for their lists now, then send ours on every beat.
+    chat.presence_heartbeat(true);
+    let mut heartbeat = tokio::time::interval(PRESENCE_HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    loop {
+        let push = tokio::select! {
+            push = incoming.recv() => match push {
+                Some(push) => push,
+                None => break,
+            },
+            _ = heartbeat.tick() => {
+                chat.presence_heartbeat(false);
+                continue;
+            }
+        };
         match push.kind {
             PushKind::Message => {
                 let Some(payload) = push.data.get(1) else {
@@ -201,7 +245,12 @@ async fn receive(inner: Arc<Inner>, mut incoming: mpsc::Receiver<PushInfo>, chat
                     Ok(envelope) if envelope.node == inner.node => {}
                     Ok(envelope) => {
                         inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                        chat.committed_elsewhere(envelope.message).await;
+                        if let Some(message) = envelope.message {
+                            chat.committed_elsewhere(message).await;
+                        }
+                        if let Some(signal) = envelope.signal {
+                            chat.signalled_elsewhere(signal).await;
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "redis fan-out: unreadable message"),
                 }
@@ -217,6 +266,7 @@ async fn receive(inner: Arc<Inner>, mut incoming: mpsc::Receiver<PushInfo>, chat
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!("redis fan-out: subscribed again, catching up");
                 chat.catch_up().await;
+                chat.presence_heartbeat(true);
             }
             _ => {}
         }

@@ -305,3 +305,94 @@ async fn a_member_removed_on_one_node_leaves_the_rooms_on_every_node() {
     store.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_typing_and_receipts_cross_nodes() {
+    let test = "presence_typing_and_receipts_cross_nodes";
+    let (Some(db), Some(redis)) = (ScratchDatabase::create(test).await, test_redis_url(test))
+    else {
+        return;
+    };
+    let store = PostgresStore::open(&db.url).await.unwrap();
+    let channel = channel();
+    let (a, _fa) = node(&store, Some((&redis, &channel)), None).await;
+    let (b, _fb) = node(&store, Some((&redis, &channel)), Some(&a)).await;
+    a.chat
+        .add_member(a.ws, "carol".into(), livechat_core::model::Role::Agent)
+        .await
+        .unwrap();
+
+    let mut alice = a.connect("alice").await;
+    alice
+        .call_ok("join_workspace", json!({ "workspaceId": a.ws }))
+        .await;
+    assert_eq!(alice.next("presence").await["online"], json!(["alice"]));
+    alice
+        .call_ok("join_contact", json!({ "contactId": a.contact }))
+        .await;
+
+    // Carol on the other node: each sees the other.
+    let mut carol = b.connect("carol").await;
+    carol
+        .call_ok("join_workspace", json!({ "workspaceId": a.ws }))
+        .await;
+    carol
+        .call_ok("join_contact", json!({ "contactId": a.contact }))
+        .await;
+    let list = carol.next("presence").await;
+    assert_eq!(
+        list["online"],
+        json!(["alice", "carol"]),
+        "node B knows alice: {list}"
+    );
+    let came = alice.next("presence").await;
+    assert_eq!(
+        (came["user_id"].as_str(), came["status"].as_str()),
+        (Some("carol"), Some("online"))
+    );
+
+    carol
+        .call_ok(
+            "typing",
+            json!({ "contactId": a.contact, "isTyping": true }),
+        )
+        .await;
+    let typing = alice.next("typing").await;
+    assert_eq!(
+        (typing["user_id"].as_str(), typing["is_typing"].as_bool()),
+        (Some("carol"), Some(true))
+    );
+
+    let m = alice
+        .call_ok(
+            "send_message",
+            json!({ "contactId": a.contact, "body": "hi", "direction": "inbound" }),
+        )
+        .await;
+    carol.next("new_message").await;
+    carol
+        .call_ok(
+            "mark_read",
+            json!({ "contactId": a.contact, "upTo": m["seq"] }),
+        )
+        .await;
+    assert_eq!(alice.next("messages_read").await["user_id"], "carol");
+    carol
+        .call_ok("react", json!({ "messageId": m["id"], "emoji": "👍" }))
+        .await;
+    assert_eq!(alice.next("reaction").await["emoji"], "👍");
+
+    // Carol's node notices her going and says so; alice's node passes it on.
+    carol.close().await;
+    let went = alice.next("presence").await;
+    assert_eq!(
+        (went["user_id"].as_str(), went["status"].as_str()),
+        (Some("carol"), Some("offline"))
+    );
+    let typing = alice.next("typing").await;
+    assert_eq!(
+        typing["is_typing"], false,
+        "carol stopped typing as she went"
+    );
+    store.close().await;
+}
