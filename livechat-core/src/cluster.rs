@@ -41,7 +41,7 @@
 //! each committed message itself, once and in `seq` order, through the writer's
 //! per-workspace watermark, with gaps read from the store; while Redis is away the
 //! change feed carries the messages. So no adapter answers room queries across
-//! nodes: presence is to be built on the fan-out as well.
+//! nodes: presence travels on the fan-out as well, as a [`Signal`].
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

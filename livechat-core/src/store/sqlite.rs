@@ -514,12 +514,12 @@ impl MessageStore for SqliteStore {
         twilio_sid: Option<String>,
     ) -> Result<Option<Message>, StoreError> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(
             "UPDATE livechat_messages SET status = ?1, twilio_sid = COALESCE(?2, twilio_sid) \
              WHERE id = ?3 AND status IN (SELECT value FROM json_each(?4)) \
              RETURNING id, contact_id, workspace_id, sender, body, is_read, direction, status, \
-             twilio_sid, msg_type, created_at, seq, client_id, moderation_flag"
-        ))
+             twilio_sid, msg_type, created_at, seq, client_id, moderation_flag",
+        )
         .bind(status.as_str())
         .bind(twilio_sid)
         .bind(id.to_string())

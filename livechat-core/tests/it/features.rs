@@ -54,7 +54,7 @@ async fn typing_reaches_the_others_in_the_room_never_the_typist() {
     limits.typing_interval = Duration::from_millis(400);
     limits.typing_timeout = Duration::from_millis(600);
     let server = server_with(limits).await;
-    let mut alice = in_contact(&server, "alice").await;
+    let alice = in_contact(&server, "alice").await;
     let mut alice_tab = in_contact(&server, "alice").await;
     let mut carol = in_contact(&server, "carol").await;
 
