@@ -34,6 +34,8 @@ pub async fn conformance<S: Store>(store: S) {
     unread_counts(&*store).await;
     reactions(&*store).await;
     status_updates(&*store).await;
+    sms_outbox(&*store).await;
+    phones(&*store).await;
     batch(&*store).await;
     batch_across_workspaces(&*store).await;
     large_batch(&*store).await;
@@ -584,6 +586,143 @@ async fn status_updates(store: &impl Store) {
             .unwrap()
             .is_none()
     );
+}
+
+async fn sms_outbox(store: &impl Store) {
+    let (ws, contact) = workspace_with_contact(store).await;
+    let sms = |body: &str| NewMessage {
+        status: Status::Queued,
+        msg_type: MsgType::Sms,
+        ..new_message(ws, contact, body, None)
+    };
+    let first = store.append(sms("first")).await.unwrap().into_message();
+    let second = store.append(sms("second")).await.unwrap().into_message();
+    // Neither a chat message nor an inbound SMS is ever in the outbox.
+    store
+        .append(new_message(ws, contact, "chat", None))
+        .await
+        .unwrap();
+    store
+        .append(NewMessage {
+            direction: Direction::Inbound,
+            status: Status::Received,
+            msg_type: MsgType::Sms,
+            ..new_message(ws, contact, "from the contact", None)
+        })
+        .await
+        .unwrap();
+    // Other checks share the store: far-future times keep their SMS out of the way
+    // and this one's SMS in it.
+    let now = 4_000_000_000_000_i64;
+    let mine = |claimed: Vec<(crate::model::Message, u32)>| -> Vec<(MessageId, u32)> {
+        claimed
+            .into_iter()
+            .filter(|(m, _)| m.workspace_id == ws)
+            .map(|(m, n)| (m.id, n))
+            .collect()
+    };
+    let claimed = mine(store.claim_due_sms(now, now + 1000, 100).await.unwrap());
+    assert_eq!(
+        claimed,
+        vec![(first.id, 1), (second.id, 1)],
+        "both due, oldest first"
+    );
+    assert!(
+        mine(
+            store
+                .claim_due_sms(now + 10, now + 1000, 100)
+                .await
+                .unwrap()
+        )
+        .is_empty(),
+        "leased: not due again before the lease ends"
+    );
+    store.retry_sms_at(second.id, now + 500).await.unwrap();
+    store
+        .update_status(
+            first.id,
+            Status::Sent,
+            Status::Sent.follows(),
+            Some("SMx1".into()),
+        )
+        .await
+        .unwrap();
+    let claimed = mine(
+        store
+            .claim_due_sms(now + 500, now + 2000, 100)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        claimed,
+        vec![(second.id, 2)],
+        "a sent one is done; the retry counts its try"
+    );
+    let found = store
+        .message_by_twilio_sid("SMx1")
+        .await
+        .unwrap()
+        .expect("found by SID");
+    assert_eq!(found.id, first.id);
+    assert!(
+        store
+            .message_by_twilio_sid("SMnone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn phones(store: &impl Store) {
+    let number = format!(
+        "+1555{}",
+        &WorkspaceId::new_v4().0.simple().to_string()[..7]
+    );
+    let ws = WorkspaceId::new_v4();
+    store
+        .create_workspace(NewWorkspace {
+            id: ws,
+            name: "SMS".into(),
+            phone: Some(number.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .workspace_by_phone(&number)
+            .await
+            .unwrap()
+            .map(|w| w.id),
+        Some(ws)
+    );
+    assert!(store.workspace_by_phone("+0000").await.unwrap().is_none());
+    let first = store.contact_for_phone(ws, "+15550100").await.unwrap();
+    assert_eq!(first.phone.as_deref(), Some("+15550100"));
+    assert_eq!(first.workspace_id, ws);
+    let again = store.contact_for_phone(ws, "+15550100").await.unwrap();
+    assert_eq!(again.id, first.id, "found, not created twice");
+    let (other_ws, _) = workspace_with_contact(store).await;
+    let elsewhere = store
+        .contact_for_phone(other_ws, "+15550100")
+        .await
+        .unwrap();
+    assert_ne!(
+        elsewhere.id, first.id,
+        "a number is a contact per workspace"
+    );
+    let racing =
+        futures_util::future::join_all((0..8).map(|_| store.contact_for_phone(ws, "+15550199")))
+            .await;
+    let ids: HashSet<ContactId> = racing.into_iter().map(|c| c.unwrap().id).collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "racing first messages from one number make one contact"
+    );
+    match store.contact_for_phone(WorkspaceId::new_v4(), "+1").await {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("a contact in no workspace: {other:?}"),
+    }
 }
 
 async fn batch(store: &impl Store) {

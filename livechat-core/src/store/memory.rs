@@ -8,8 +8,8 @@ use chrono::Utc;
 use super::{Appended, Directory, MessageStore, NewContact, NewWorkspace, SyncScope, Toggled};
 use crate::error::StoreError;
 use crate::model::{
-    Contact, ContactId, Direction, Message, MessageId, NewMessage, Page, Reaction, Role, Status,
-    UserId, Workspace, WorkspaceId,
+    Contact, ContactId, Direction, Message, MessageId, MsgType, NewMessage, Page, Reaction, Role,
+    Status, UserId, Workspace, WorkspaceId,
 };
 
 /// A store that keeps everything in memory.
@@ -33,6 +33,8 @@ struct State {
     members: HashMap<(WorkspaceId, UserId), Role>,
     /// Where each message lives: its workspace and its index there.
     by_id: HashMap<MessageId, (WorkspaceId, usize)>,
+    /// Queued SMS: tries so far and when the next is due (ms since the epoch).
+    sms: HashMap<MessageId, (u32, Option<i64>)>,
 }
 
 #[derive(Debug)]
@@ -254,6 +256,57 @@ impl MessageStore for MemoryStore {
         Ok(Toggled::Added)
     }
 
+    async fn message_by_twilio_sid(&self, sid: &str) -> Result<Option<Message>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .workspaces
+            .values()
+            .flat_map(|w| w.messages.iter())
+            .find(|m| m.twilio_sid.as_deref() == Some(sid))
+            .cloned())
+    }
+
+    async fn claim_due_sms(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<(Message, u32)>, StoreError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut due: Vec<&Message> = state
+            .workspaces
+            .values()
+            .flat_map(|w| w.messages.iter())
+            .filter(|m| {
+                m.status == Status::Queued
+                    && m.msg_type == MsgType::Sms
+                    && m.direction == Direction::Outbound
+                    && state
+                        .sms
+                        .get(&m.id)
+                        .and_then(|(_, at)| *at)
+                        .is_none_or(|at| at <= now)
+            })
+            .collect();
+        due.sort_by_key(|m| (m.created_at, m.seq));
+        due.truncate(limit as usize);
+        Ok(due
+            .into_iter()
+            .map(|m| {
+                let entry = state.sms.entry(m.id).or_insert((0, None));
+                entry.0 += 1;
+                entry.1 = Some(lease_until);
+                (m.clone(), entry.0)
+            })
+            .collect())
+    }
+
+    async fn retry_sms_at(&self, id: MessageId, at: i64) -> Result<(), StoreError> {
+        self.lock().sms.entry(id).or_insert((0, None)).1 = Some(at);
+        Ok(())
+    }
+
     async fn unread_counts(
         &self,
         workspace: WorkspaceId,
@@ -348,6 +401,47 @@ impl Directory for MemoryStore {
         }
         state.members.insert((workspace, user), role);
         Ok(())
+    }
+
+    async fn workspace_by_phone(&self, phone: &str) -> Result<Option<Workspace>, StoreError> {
+        Ok(self
+            .lock()
+            .workspaces
+            .values()
+            .find(|w| w.workspace.phone.as_deref() == Some(phone))
+            .map(|w| w.workspace.clone()))
+    }
+
+    async fn contact_for_phone(
+        &self,
+        workspace: WorkspaceId,
+        phone: &str,
+    ) -> Result<Contact, StoreError> {
+        let mut state = self.lock();
+        if !state.workspaces.contains_key(&workspace) {
+            return Err(StoreError::NotFound("workspace"));
+        }
+        let found = state.contacts.values().find(|c| {
+            c.contact.workspace_id == workspace && c.contact.phone.as_deref() == Some(phone)
+        });
+        if let Some(c) = found {
+            return Ok(c.contact.clone());
+        }
+        let contact = Contact {
+            id: ContactId::new_v4(),
+            workspace_id: workspace,
+            name: phone.to_owned(),
+            phone: Some(phone.to_owned()),
+            created_at: Utc::now(),
+        };
+        state.contacts.insert(
+            contact.id,
+            ContactState {
+                contact: contact.clone(),
+                messages: Vec::new(),
+            },
+        );
+        Ok(contact)
     }
 
     async fn remove_member(

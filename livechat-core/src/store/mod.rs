@@ -189,6 +189,30 @@ pub trait MessageStore: Send + Sync + 'static {
         workspace: WorkspaceId,
     ) -> impl Future<Output = Result<Vec<(ContactId, u64)>, StoreError>> + Send;
 
+    /// The message with this SMS provider id (`twilio_sid`), if any.
+    fn message_by_twilio_sid(
+        &self,
+        sid: &str,
+    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+
+    /// Takes up to `limit` SMS due for a try at `now` (outbound `sms` messages still
+    /// `queued` whose next try is due), oldest first, counts the try and leases each
+    /// until `lease_until`, so that no other node takes it meanwhile. Returns each
+    /// with its tries so far, this one included. Times are milliseconds since the epoch.
+    fn claim_due_sms(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(Message, u32)>, StoreError>> + Send;
+
+    /// Sets when a queued SMS is tried again (milliseconds since the epoch).
+    fn retry_sms_at(
+        &self,
+        id: MessageId,
+        at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The highest `seq` committed in a workspace: 0 when it has no message (or does
     /// not exist). A node reads it when its first socket joins one of the workspace's
     /// rooms, to know from where on it delivers.
@@ -231,6 +255,20 @@ pub trait Directory: Send + Sync + 'static {
         user: UserId,
         role: Role,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The workspace whose SMS number is `phone`.
+    fn workspace_by_phone(
+        &self,
+        phone: &str,
+    ) -> impl Future<Output = Result<Option<Workspace>, StoreError>> + Send;
+
+    /// The workspace's contact with this phone number, created (named by the number)
+    /// when there is none. Two calls at once never create two.
+    fn contact_for_phone(
+        &self,
+        workspace: WorkspaceId,
+        phone: &str,
+    ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
 
     /// Removes a member; `true` if they were one.
     fn remove_member(
@@ -284,6 +322,26 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         &self,
         w: WorkspaceId,
     ) -> BoxFuture<'_, Result<Vec<(ContactId, u64)>, StoreError>>;
+    fn message_by_twilio_sid<'a>(
+        &'a self,
+        sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Message>, StoreError>>;
+    fn claim_due_sms(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<(Message, u32)>, StoreError>>;
+    fn retry_sms_at(&self, id: MessageId, at: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn workspace_by_phone<'a>(
+        &'a self,
+        phone: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, StoreError>>;
+    fn contact_for_phone<'a>(
+        &'a self,
+        w: WorkspaceId,
+        phone: &'a str,
+    ) -> BoxFuture<'a, Result<Contact, StoreError>>;
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>>;
     fn workspace(&self, id: WorkspaceId) -> BoxFuture<'_, Result<Option<Workspace>, StoreError>>;
     fn create_contact(&self, c: NewContact) -> BoxFuture<'_, Result<Contact, StoreError>>;
@@ -359,6 +417,36 @@ impl<T: Store> DynStore for T {
         w: WorkspaceId,
     ) -> BoxFuture<'_, Result<Vec<(ContactId, u64)>, StoreError>> {
         Box::pin(MessageStore::unread_counts(self, w))
+    }
+    fn message_by_twilio_sid<'a>(
+        &'a self,
+        sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Message>, StoreError>> {
+        Box::pin(MessageStore::message_by_twilio_sid(self, sid))
+    }
+    fn claim_due_sms(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<(Message, u32)>, StoreError>> {
+        Box::pin(MessageStore::claim_due_sms(self, now, lease_until, limit))
+    }
+    fn retry_sms_at(&self, id: MessageId, at: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(MessageStore::retry_sms_at(self, id, at))
+    }
+    fn workspace_by_phone<'a>(
+        &'a self,
+        phone: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Workspace>, StoreError>> {
+        Box::pin(Directory::workspace_by_phone(self, phone))
+    }
+    fn contact_for_phone<'a>(
+        &'a self,
+        w: WorkspaceId,
+        phone: &'a str,
+    ) -> BoxFuture<'a, Result<Contact, StoreError>> {
+        Box::pin(Directory::contact_for_phone(self, w, phone))
     }
     fn create_workspace(&self, w: NewWorkspace) -> BoxFuture<'_, Result<Workspace, StoreError>> {
         Box::pin(Directory::create_workspace(self, w))

@@ -496,6 +496,58 @@ impl MessageStore for PostgresStore {
         Ok(toggled)
     }
 
+    async fn message_by_twilio_sid(&self, sid: &str) -> Result<Option<Message>, StoreError> {
+        let row = sqlx::query(select_messages!("WHERE twilio_sid = $1 LIMIT 1"))
+            .bind(sid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        self.one_with_reactions(row).await
+    }
+
+    async fn claim_due_sms(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<(Message, u32)>, StoreError> {
+        // SKIP LOCKED: nodes claiming at the same moment take different messages.
+        let rows = sqlx::query(
+            "UPDATE livechat_messages SET sms_attempts = sms_attempts + 1, sms_next_at = $2 \
+             WHERE id IN (SELECT id FROM livechat_messages \
+                 WHERE status = 'queued' AND msg_type = 'sms' AND direction = 'outbound' \
+                 AND (sms_next_at IS NULL OR sms_next_at <= $1) \
+                 ORDER BY created_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, contact_id, workspace_id, sender, body, is_read, direction, status, \
+             twilio_sid, msg_type, created_at, seq, client_id, moderation_flag, sms_attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let attempts: i32 = r.try_get("sms_attempts").map_err(map_err)?;
+                Ok((message_from_row(r)?, u32::try_from(attempts).unwrap_or(0)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|(m, _)| (m.created_at, m.seq));
+        Ok(claimed)
+    }
+
+    async fn retry_sms_at(&self, id: MessageId, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE livechat_messages SET sms_next_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn unread_counts(
         &self,
         workspace: WorkspaceId,
@@ -632,16 +684,73 @@ impl Directory for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
+        row.as_ref().map(contact_from_row).transpose()
+    }
+
+    async fn workspace_by_phone(&self, phone: &str) -> Result<Option<Workspace>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, name, phone, created_at FROM workspaces WHERE phone = $1")
+                .bind(phone)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
         row.map(|r| {
-            Ok(Contact {
-                id: ContactId(r.try_get("id").map_err(map_err)?),
-                workspace_id: WorkspaceId(r.try_get("workspace_id").map_err(map_err)?),
+            Ok(Workspace {
+                id: WorkspaceId(r.try_get("id").map_err(map_err)?),
                 name: r.try_get("name").map_err(map_err)?,
                 phone: r.try_get("phone").map_err(map_err)?,
                 created_at: r.try_get("created_at").map_err(map_err)?,
             })
         })
         .transpose()
+    }
+
+    async fn contact_for_phone(
+        &self,
+        workspace: WorkspaceId,
+        phone: &str,
+    ) -> Result<Contact, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // Serializes the creators of one (workspace, number) across every node, without
+        // holding up anything else of the workspace.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("livechat:contact:{workspace}:{phone}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let found = sqlx::query(
+            "SELECT id, workspace_id, name, phone, created_at FROM contacts \
+             WHERE workspace_id = $1 AND phone = $2 ORDER BY created_at LIMIT 1",
+        )
+        .bind(workspace.0)
+        .bind(phone)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(row) = found {
+            return contact_from_row(&row);
+        }
+        let contact = Contact {
+            id: ContactId::new_v4(),
+            workspace_id: workspace,
+            name: phone.to_owned(),
+            phone: Some(phone.to_owned()),
+            created_at: chrono::Utc::now().trunc_subsecs(6),
+        };
+        sqlx::query(
+            "INSERT INTO contacts (id, workspace_id, name, phone, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(contact.id.0)
+        .bind(workspace.0)
+        .bind(&contact.name)
+        .bind(&contact.phone)
+        .bind(contact.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_insert_err(e, "workspace", "contact"))?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(contact)
     }
 
     async fn add_member(
@@ -706,6 +815,16 @@ fn page_from_rows(rows: Vec<PgRow>, limit: u32) -> Result<Page, StoreError> {
         .map(message_from_row)
         .collect::<Result<_, _>>()?;
     Ok(Page { messages, has_more })
+}
+
+fn contact_from_row(r: &PgRow) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        id: ContactId(r.try_get("id").map_err(map_err)?),
+        workspace_id: WorkspaceId(r.try_get("workspace_id").map_err(map_err)?),
+        name: r.try_get("name").map_err(map_err)?,
+        phone: r.try_get("phone").map_err(map_err)?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+    })
 }
 
 fn message_from_row(r: &PgRow) -> Result<Message, StoreError> {

@@ -592,6 +592,60 @@ impl MessageStore for SqliteStore {
         Ok(toggled)
     }
 
+    async fn message_by_twilio_sid(&self, sid: &str) -> Result<Option<Message>, StoreError> {
+        let row = sqlx::query(select_messages!("WHERE twilio_sid = ?1 LIMIT 1"))
+            .bind(sid)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(map_err)?;
+        self.one_with_reactions(row).await
+    }
+
+    async fn claim_due_sms(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<(Message, u32)>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE livechat_messages SET sms_attempts = sms_attempts + 1, sms_next_at = ?2 \
+             WHERE id IN (SELECT id FROM livechat_messages \
+                 WHERE status = 'queued' AND msg_type = 'sms' AND direction = 'outbound' \
+                 AND (sms_next_at IS NULL OR sms_next_at <= ?1) \
+                 ORDER BY created_at, seq LIMIT ?3) \
+             RETURNING id, contact_id, workspace_id, sender, body, is_read, direction, status, \
+             twilio_sid, msg_type, created_at, seq, client_id, moderation_flag, sms_attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(map_err)?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let attempts: i64 = r.try_get("sms_attempts").map_err(map_err)?;
+                Ok((
+                    message_from_row(r)?,
+                    u32::try_from(attempts).unwrap_or(u32::MAX),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|(m, _)| (m.created_at, m.seq));
+        Ok(claimed)
+    }
+
+    async fn retry_sms_at(&self, id: MessageId, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE livechat_messages SET sms_next_at = ?1 WHERE id = ?2")
+            .bind(at)
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn unread_counts(
         &self,
         workspace: WorkspaceId,
@@ -729,16 +783,72 @@ impl Directory for SqliteStore {
         .fetch_optional(&self.readers)
         .await
         .map_err(map_err)?;
+        row.as_ref().map(contact_from_row).transpose()
+    }
+
+    async fn workspace_by_phone(&self, phone: &str) -> Result<Option<Workspace>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, name, phone, created_at FROM workspaces WHERE phone = ?1")
+                .bind(phone)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(map_err)?;
         row.map(|r| {
-            Ok(Contact {
+            Ok(Workspace {
                 id: parse(&r, "id")?,
-                workspace_id: parse(&r, "workspace_id")?,
                 name: r.try_get("name").map_err(map_err)?,
                 phone: r.try_get("phone").map_err(map_err)?,
                 created_at: r.try_get("created_at").map_err(map_err)?,
             })
         })
         .transpose()
+    }
+
+    async fn contact_for_phone(
+        &self,
+        workspace: WorkspaceId,
+        phone: &str,
+    ) -> Result<Contact, StoreError> {
+        // On the one writer connection, in one transaction: two inbound messages from
+        // a new number at once find or create the same contact.
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let found = sqlx::query(
+            "SELECT id, workspace_id, name, phone, created_at FROM contacts \
+             WHERE workspace_id = ?1 AND phone = ?2 ORDER BY created_at LIMIT 1",
+        )
+        .bind(workspace.to_string())
+        .bind(phone)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(row) = found {
+            return contact_from_row(&row);
+        }
+        let contact = Contact {
+            id: ContactId::new_v4(),
+            workspace_id: workspace,
+            name: phone.to_owned(),
+            phone: Some(phone.to_owned()),
+            created_at: Utc::now(),
+        };
+        sqlx::query(
+            "INSERT INTO contacts (id, workspace_id, name, phone, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(contact.id.to_string())
+        .bind(workspace.to_string())
+        .bind(&contact.name)
+        .bind(&contact.phone)
+        .bind(contact.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_insert_err(e, "workspace", "contact"))?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(contact)
     }
 
     async fn add_member(
@@ -805,6 +915,16 @@ fn page_from_rows(rows: Vec<SqliteRow>, limit: u32) -> Result<Page, StoreError> 
         .map(message_from_row)
         .collect::<Result<_, _>>()?;
     Ok(Page { messages, has_more })
+}
+
+fn contact_from_row(r: &SqliteRow) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        id: parse(r, "id")?,
+        workspace_id: parse(r, "workspace_id")?,
+        name: r.try_get("name").map_err(map_err)?,
+        phone: r.try_get("phone").map_err(map_err)?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+    })
 }
 
 fn message_from_row(r: &SqliteRow) -> Result<Message, StoreError> {

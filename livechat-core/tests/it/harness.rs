@@ -398,6 +398,20 @@ impl MessageStore for SlowStore {
     async fn unread_counts(&self, w: WorkspaceId) -> Result<Vec<(ContactId, u64)>, StoreError> {
         self.inner.unread_counts(w).await
     }
+    async fn message_by_twilio_sid(&self, sid: &str) -> Result<Option<Message>, StoreError> {
+        self.inner.message_by_twilio_sid(sid).await
+    }
+    async fn claim_due_sms(
+        &self,
+        now: i64,
+        lease: i64,
+        limit: u32,
+    ) -> Result<Vec<(Message, u32)>, StoreError> {
+        self.inner.claim_due_sms(now, lease, limit).await
+    }
+    async fn retry_sms_at(&self, id: MessageId, at: i64) -> Result<(), StoreError> {
+        self.inner.retry_sms_at(id, at).await
+    }
     async fn last_seq(&self, w: WorkspaceId) -> Result<i64, StoreError> {
         self.inner.last_seq(w).await
     }
@@ -421,6 +435,12 @@ impl Directory for SlowStore {
     }
     async fn remove_member(&self, w: WorkspaceId, u: &UserId) -> Result<bool, StoreError> {
         self.inner.remove_member(w, u).await
+    }
+    async fn workspace_by_phone(&self, phone: &str) -> Result<Option<Workspace>, StoreError> {
+        self.inner.workspace_by_phone(phone).await
+    }
+    async fn contact_for_phone(&self, w: WorkspaceId, phone: &str) -> Result<Contact, StoreError> {
+        self.inner.contact_for_phone(w, phone).await
     }
     async fn member_role(&self, w: WorkspaceId, u: &UserId) -> Result<Option<Role>, StoreError> {
         self.inner.member_role(w, u).await
