@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) node: uuid::Uuid,
     pub(crate) presence: crate::presence::Presence,
     pub(crate) fanout: Option<Arc<dyn crate::cluster::Fanout>>,
+    /// Set when an SMS outbox runs: woken when an outbound SMS is committed.
+    sms_outbox: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 /// The directory lookups of the send path, kept in memory: a contact never changes
@@ -150,13 +152,21 @@ enum Actor<'a> {
 }
 
 /// A message accepted and queued for its commit.
-pub(crate) struct Committing(crate::delivery::Pending);
+pub(crate) struct Committing {
+    pending: crate::delivery::Pending,
+    /// The SMS outbox to wake once an outbound SMS is committed.
+    outbox: Option<Arc<tokio::sync::Notify>>,
+}
 
 impl Committing {
     /// The stored message once committed. The writer commits, then delivers; a
     /// duplicate is the stored original, and is not delivered again.
     pub(crate) async fn message(self) -> Result<Message, ChatError> {
-        Ok(self.0.outcome().await?.into_message())
+        let message = self.pending.outcome().await?.into_message();
+        if let Some(outbox) = self.outbox {
+            outbox.notify_one();
+        }
+        Ok(message)
     }
 }
 
@@ -216,6 +226,7 @@ impl LiveChat {
                 node: uuid::Uuid::new_v4(),
                 presence: Default::default(),
                 fanout,
+                sms_outbox: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -313,9 +324,15 @@ impl LiveChat {
                 .check_send(budget, &who.user_id, contact.workspace_id)
                 .map_err(|retry_after| ChatError::RateLimited { retry_after })?;
         }
+        let by_sms = msg.direction == Direction::Outbound && msg.msg_type == MsgType::Sms;
+        let outbox = match by_sms {
+            true => Some(self.sms_channel(&contact)?),
+            false => None,
+        };
         let (body, moderation_flag) = self.moderate(&contact, &msg).await?;
         let status = msg.status.unwrap_or(match msg.direction {
             Direction::Inbound => Status::Received,
+            Direction::Outbound if by_sms => Status::Queued,
             Direction::Outbound => Status::Sent,
         });
         let new = NewMessage {
@@ -332,7 +349,33 @@ impl LiveChat {
             created_at: Utc::now(),
             moderation_flag,
         };
-        Ok(Committing(self.inner.writer.enqueue(new)?))
+        Ok(Committing {
+            pending: self.inner.writer.enqueue(new)?,
+            outbox,
+        })
+    }
+
+    /// The outbox an outbound SMS to `contact` goes through, or why it cannot go.
+    fn sms_channel(&self, contact: &Contact) -> Result<Arc<tokio::sync::Notify>, ChatError> {
+        let outbox = self.inner.sms_outbox.get().ok_or_else(|| {
+            ChatError::InvalidPayload("this server has no SMS channel; send it as text".into())
+        })?;
+        if contact.phone.is_none() {
+            return Err(ChatError::InvalidPayload(
+                "the contact has no phone number to send an SMS to".into(),
+            ));
+        }
+        Ok(outbox.clone())
+    }
+
+    pub(crate) fn set_sms_outbox(&self, wake: Arc<tokio::sync::Notify>) {
+        if self.inner.sms_outbox.set(wake).is_err() {
+            tracing::warn!("an SMS outbox is already running for this livechat");
+        }
+    }
+
+    pub(crate) fn store(&self) -> &dyn DynStore {
+        &*self.inner.store
     }
 
     /// Runs the moderators in order; returns the body to store and the flag, if any.

@@ -16,6 +16,7 @@ pub mod model;
 pub mod moderation;
 pub mod presence;
 pub mod protocol;
+pub mod sms;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -12,3 +12,5 @@ mod model;
 mod moderation;
 mod pipeline;
 mod protocol;
+#[cfg(feature = "twilio")]
+mod sms;
