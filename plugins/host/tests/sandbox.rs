@@ -50,6 +50,12 @@ async fn sanitize_in_the_sandbox_gives_the_expected_verdicts() {
             Verdict::Rewrite("invoicefdp.exe".into()),
         ),
         ("cafe\u{301}", Verdict::Rewrite("caf\u{e9}".into())),
+        ("x=javascript:alert(1)", Verdict::Rewrite("x=".into())),
+        (
+            "hi <IMG SRC=\"javascript:alert(1)\"",
+            Verdict::Rewrite("hi ".into()),
+        ),
+        ("see https://example.com, a:b", Verdict::Allow),
     ];
     for (input, expected) in table {
         assert_eq!(
@@ -226,9 +232,23 @@ async fn slow_and_spinning_plugins_never_block_the_runtime() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         worst = worst.max(t.elapsed());
     }
-    for c in calls {
-        let _ = c.await.unwrap();
+    for (i, c) in calls.into_iter().enumerate() {
+        let outcome = c.await.unwrap();
+        if i % 2 == 0 {
+            assert!(
+                matches!(outcome, Err(ModerationError::Timeout(_))),
+                "spin ends at its deadline: {outcome:?}"
+            );
+        } else {
+            assert_eq!(
+                outcome.unwrap(),
+                Verdict::Flag("slow 0".into()),
+                "slow finishes in its 5 s"
+            );
+        }
     }
+    assert_eq!(spin.stats().timeouts, 4);
+    assert_eq!(slow.stats().verdicts, 4);
     assert!(
         worst < Duration::from_millis(30),
         "a 5 ms timer took {worst:?}: the runtime was blocked"
@@ -276,5 +296,144 @@ async fn fail_open_lets_the_message_through_and_fail_closed_does_not() {
             .publish(Publish::new(contact, Direction::Inbound, "hello"))
             .await;
         assert_eq!(r.is_ok(), passes, "{policy:?}: {r:?}");
+    }
+}
+
+/// A LiveChat on the memory store with `plugin` (if any) as its moderator, and a
+/// contact to send to.
+async fn chat_with(plugin: Option<Plugin>) -> (livechat_core::LiveChat, ContactId, WorkspaceId) {
+    use livechat_core::store::{NewContact, NewWorkspace};
+    let mut builder = livechat_core::LiveChat::builder();
+    if let Some(plugin) = plugin {
+        builder = builder.moderator(plugin);
+    }
+    let (_layer, chat) = builder.build_layer();
+    let ws = WorkspaceId::new_v4();
+    chat.create_workspace(NewWorkspace {
+        id: ws,
+        name: "w".into(),
+        phone: None,
+    })
+    .await
+    .unwrap();
+    let contact = ContactId::new_v4();
+    chat.create_contact(NewContact {
+        id: contact,
+        workspace_id: ws,
+        name: "c".into(),
+        phone: None,
+    })
+    .await
+    .unwrap();
+    (chat, contact, ws)
+}
+
+/// The bodies stored in a conversation, newest first.
+async fn stored(
+    chat: &livechat_core::LiveChat,
+    contact: ContactId,
+    ws: WorkspaceId,
+) -> Vec<String> {
+    let reader = livechat_core::auth::Identity {
+        user_id: livechat_core::model::UserId("reader".into()),
+        expires_at: None,
+        workspaces: Some(vec![ws]),
+    };
+    let request = livechat_core::protocol::HistoryRequest {
+        contact_id: contact,
+        before: None,
+        limit: None,
+    };
+    let page = chat.history(&reader, request).await.unwrap();
+    page.messages.into_iter().map(|m| m.body).collect()
+}
+
+// The default flavour: one runtime thread for both chats, so the good messages get
+// through only if the hostile call yields, as the server's runtime needs it to.
+#[tokio::test]
+async fn a_hostile_plugin_gets_its_policy_in_the_pipeline_and_holds_up_no_other_chat() {
+    use livechat_core::{ChatError, Publish};
+    const DEADLINE: Duration = Duration::from_millis(100);
+    const MEMORY: usize = 32 << 20;
+    let engine = PluginEngine::new().unwrap();
+    // Another chat on the same engine and runtime, with a plugin that behaves.
+    let sanitize = engine
+        .load(bundled::SANITIZE, PluginSettings::new("sanitize"))
+        .await
+        .unwrap();
+    let (good, good_contact, _) = chat_with(Some(sanitize)).await;
+
+    for mode in ["spin", "memory", "huge"] {
+        for policy in [FailurePolicy::Closed, FailurePolicy::Open] {
+            let plugin = engine
+                .load(
+                    bundled::HOSTILE,
+                    PluginSettings::new(format!("hostile-{mode}"))
+                        .config(mode)
+                        .deadline(DEADLINE)
+                        .memory_limit(MEMORY)
+                        .failure_policy(policy),
+                )
+                .await
+                .unwrap();
+            let (chat, contact, ws) = chat_with(Some(plugin.clone())).await;
+            let started = Instant::now();
+            let hostile = tokio::spawn({
+                let chat = chat.clone();
+                async move {
+                    chat.publish(Publish::new(contact, Direction::Inbound, "go"))
+                        .await
+                }
+            });
+            // Messages through the good chat, one after another, for as long as the
+            // hostile call runs.
+            let (mut sent, mut worst) = (0, Duration::ZERO);
+            while sent == 0 || !hostile.is_finished() {
+                let t = Instant::now();
+                let m = good
+                    .publish(Publish::new(
+                        good_contact,
+                        Direction::Inbound,
+                        "<b>hi</b> there",
+                    ))
+                    .await
+                    .unwrap();
+                assert_eq!(m.body, "hi there");
+                worst = worst.max(t.elapsed());
+                sent += 1;
+            }
+            let outcome = hostile.await.unwrap();
+            let took = started.elapsed();
+
+            let stats = plugin.stats();
+            let counted = match mode {
+                "spin" => stats.timeouts,
+                "memory" => stats.traps,
+                _ => stats.oversized,
+            };
+            assert_eq!(counted, 1, "{mode}: {stats:?}");
+            match policy {
+                FailurePolicy::Closed => {
+                    let e = outcome.unwrap_err();
+                    assert!(matches!(e, ChatError::Rejected(_)), "{mode}: {e:?}");
+                    assert_eq!(e.code(), livechat_core::ErrorCode::Rejected);
+                    assert!(stored(&chat, contact, ws).await.is_empty(), "{mode}");
+                }
+                _ => {
+                    assert_eq!(outcome.unwrap().body, "go", "{mode}");
+                    assert_eq!(stored(&chat, contact, ws).await, ["go"], "{mode}");
+                }
+            }
+            assert!(
+                worst < DEADLINE,
+                "{mode}: a good message took {worst:?} while the hostile call ran"
+            );
+            assert!(took < 5 * DEADLINE, "{mode}: contained after {took:?}");
+            eprintln!(
+                "hostile {mode} ({policy:?}, deadline {DEADLINE:?}, memory {} MiB): \
+                 contained after {took:?}; meanwhile {sent} good messages, worst {worst:?}",
+                MEMORY >> 20
+            );
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! not entity-encoded — and ordinary text such as `a < b > c`, `Tom & Jerry` or `<3`
 //! stays exactly as written.
 //!
-//! Removed: HTML tags and comments; `<script>`/`<style>` elements with their content;
-//! `javascript:`, `vbscript:` and `data:` URLs; control characters (but newline and tab)
+//! Removed: HTML tags and comments, and the remains of unclosed tags with attributes;
+//! `<script>`/`<style>` elements with their content; `javascript:`, `vbscript:` and
+//! `data:` URLs wherever they start; control characters (but newline and tab)
 //! and bidirectional overrides. Then the text is normalised to NFC and cut to the length
 //! limit. Emoji (joiners included) and every script are left alone.
 
@@ -52,26 +53,28 @@ pub fn check(config: &Config, body: &str) -> Verdict {
 
 /// The sanitized text, or `None` when stripping does not settle within the bound.
 pub fn sanitize(config: &Config, body: &str) -> Option<String> {
+    let text = strip_settled(strip_controls(body))?;
+    match text.char_indices().nth(config.max_chars) {
+        None => Some(text),
+        // The cut can leave the start of a tag at the end (`<script` of `<script!`),
+        // so what is kept is stripped again.
+        Some((cut, _)) => strip_settled(text[..cut].to_owned()),
+    }
+}
+
+/// Markup and dangerous URLs stripped until nothing changes, then NFC; `None` when that
+/// takes more than [`MAX_ROUNDS`].
+fn strip_settled(mut text: String) -> Option<String> {
     // Removing one tag or URL can join the text around it into a new one
     // (`<scr<b>ipt>`), so strip until nothing changes.
-    let mut text = strip_controls(body);
-    let mut settled = false;
     for _ in 0..MAX_ROUNDS {
         let next = strip_dangerous_urls(&strip_markup(&text));
         if next == text {
-            settled = true;
-            break;
+            return Some(text.nfc().collect());
         }
         text = next;
     }
-    if !settled {
-        return None;
-    }
-    let text: String = text.nfc().collect();
-    Some(match text.char_indices().nth(config.max_chars) {
-        Some((cut, _)) => text[..cut].to_owned(),
-        None => text,
-    })
+    None
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -143,6 +146,46 @@ fn opens_raw_element(rest: &str) -> bool {
     })
 }
 
+/// If the remains of a start tag with an attribute value, never closed, start at `rest`
+/// (which begins with `<`): `<img src=x onerror=alert(1)` to the end, or up to a `<`
+/// outside quotes. Their length. A page that shows the body as HTML would read on into
+/// its own markup after it, close the tag there and run the attributes; `x<y` and
+/// `if a<b then` give no attribute a value and stay text.
+fn unclosed_tag_len(rest: &str) -> Option<usize> {
+    let bytes = rest.as_bytes();
+    let mut i = 1;
+    if !bytes.get(i).is_some_and(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    while bytes
+        .get(i)
+        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b':')
+    {
+        i += 1;
+    }
+    // As in HTML, attributes follow the name after whitespace or `/` (`<svg/onload=`).
+    if !bytes
+        .get(i)
+        .is_some_and(|b| b.is_ascii_whitespace() || *b == b'/')
+    {
+        return None;
+    }
+    let mut quote = None;
+    let mut has_value = false;
+    while let Some(&b) = bytes.get(i) {
+        match (quote, b) {
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'=') => has_value = true,
+            (None, b'<') => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    has_value.then_some(i)
+}
+
 fn strip_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -169,10 +212,13 @@ fn strip_markup(text: &str) -> String {
             // An element of code that never closes its tag (`<script src=x` to the
             // end) is dropped with everything after it, as a browser would swallow it.
             None if opens_raw_element(rest) => rest = "",
-            None => {
-                out.push('<');
-                rest = &rest[1..];
-            }
+            None => match unclosed_tag_len(rest) {
+                Some(len) => rest = &rest[len..],
+                None => {
+                    out.push('<');
+                    rest = &rest[1..];
+                }
+            },
         }
     }
     out.push_str(rest);
@@ -182,39 +228,95 @@ fn strip_markup(text: &str) -> String {
 /// Schemes that run code when a URL is opened.
 const DANGEROUS_SCHEMES: [&str; 3] = ["javascript:", "vbscript:", "data:"];
 
-/// Removes every whitespace-separated word that is (or hides) a dangerous URL.
-/// Browsers ignore whitespace and control characters inside a scheme, so the check
-/// looks at the word with those removed.
+/// Removes every dangerous URL, from its scheme to the next whitespace, wherever it
+/// starts: at the start of a word, after `=` or a quote (`x=javascript:…`,
+/// `src="javascript:…`), in what is left of a tag. A scheme only starts where URL
+/// schemes can — not right after an ASCII letter or digit — so `metadata: 3 rows`
+/// stays text. Browsers drop tabs and newlines inside a URL and decode character
+/// references in attributes, so the scheme is read through whitespace and references
+/// (`java\tscript:`, `java&#x09;script:`, `&#106;avascript:`, `javascript&colon;`).
 fn strip_dangerous_urls(text: &str) -> String {
-    let dangerous = |word: &str| {
-        let lower = word.to_ascii_lowercase();
-        let bare = lower.trim_start_matches(|c: char| "\"'(<[".contains(c));
-        DANGEROUS_SCHEMES.iter().any(|s| bare.starts_with(s))
-    };
-    let pieces: Vec<&str> = text.split_inclusive(char::is_whitespace).collect();
-    let mut drop = vec![false; pieces.len()];
-    for (i, piece) in pieces.iter().enumerate() {
-        let word = piece.trim_end_matches(char::is_whitespace);
-        if dangerous(word) {
-            drop[i] = true;
-        } else if i > 0 && !drop[i - 1] {
-            // A scheme split by whitespace (`java\tscript:`) is read whole by browsers.
-            let prev = pieces[i - 1].trim_end_matches(char::is_whitespace);
-            if !prev.is_empty() && dangerous(&format!("{prev}{word}")) {
-                drop[i - 1] = true;
-                drop[i] = true;
-            }
-        }
-    }
     let mut out = String::with_capacity(text.len());
-    for (piece, dropped) in pieces.iter().zip(drop) {
-        if dropped {
-            out.push_str(&piece[piece.trim_end_matches(char::is_whitespace).len()..]);
-        } else {
-            out.push_str(piece);
+    let mut rest = text;
+    let mut prev: Option<char> = None;
+    while let Some(c) = rest.chars().next() {
+        let may_start = !prev.is_some_and(|p| p.is_ascii_alphanumeric());
+        if let Some(scheme) = may_start.then(|| dangerous_scheme_at(rest)).flatten() {
+            // `prev` stays: the URL ends at whitespace or at the end of the text, so
+            // whatever comes next is not glued to it.
+            let end = rest[scheme..]
+                .find(char::is_whitespace)
+                .map_or(rest.len(), |e| scheme + e);
+            rest = &rest[end..];
+            continue;
         }
+        out.push(c);
+        prev = Some(c);
+        rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// If a dangerous scheme, colon included, starts `text`: its length in `text`.
+fn dangerous_scheme_at(text: &str) -> Option<usize> {
+    DANGEROUS_SCHEMES.iter().find_map(|scheme| {
+        let mut len = 0;
+        for (n, want) in scheme.chars().enumerate() {
+            loop {
+                let (c, size) = char_as_read(&text[len..])?;
+                len += size;
+                // Whitespace splits a scheme (`java\tscript:`), but does not start one.
+                if n > 0 && c.is_whitespace() {
+                    continue;
+                }
+                if c.to_ascii_lowercase() != want {
+                    return None;
+                }
+                break;
+            }
+        }
+        Some(len)
+    })
+}
+
+/// The first character of `text` as a browser reads it in an attribute — a character
+/// reference decoded — and how many bytes it takes.
+fn char_as_read(text: &str) -> Option<(char, usize)> {
+    let c = text.chars().next()?;
+    Some(
+        (c == '&')
+            .then(|| char_reference(text))
+            .flatten()
+            .unwrap_or((c, c.len_utf8())),
+    )
+}
+
+/// A character reference at the start of `text`: numeric (`&#106;`, `&#x6A;`, the
+/// `;` optional as browsers allow) or one of the named ones that spell a scheme's
+/// parts, with its length.
+fn char_reference(text: &str) -> Option<(char, usize)> {
+    const NAMED: [(&str, char); 3] = [("&colon;", ':'), ("&Tab;", '\t'), ("&NewLine;", '\n')];
+    if let Some((name, c)) = NAMED.iter().find(|(name, _)| text.starts_with(name)) {
+        return Some((*c, name.len()));
+    }
+    let digits = text.strip_prefix("&#")?;
+    let (radix, digits, prefix) = match digits.strip_prefix(['x', 'X']) {
+        Some(hex) => (16, hex, 3),
+        None => (10, digits, 2),
+    };
+    let count = digits
+        .find(|c: char| !c.is_digit(radix))
+        .unwrap_or(digits.len());
+    if count == 0 {
+        return None;
+    }
+    // Saturating: `&#00000000106;` is `j`, and an endless number is no character.
+    let value = digits[..count].chars().fold(0u32, |v, d| {
+        v.saturating_mul(radix)
+            .saturating_add(d.to_digit(radix).unwrap_or(0))
+    });
+    let semicolon = usize::from(digits[count..].starts_with(';'));
+    Some((char::from_u32(value)?, prefix + count + semicolon))
 }
 
 #[cfg(test)]
@@ -281,12 +383,42 @@ mod tests {
                 "x",
             ),
             ("open javascript:alert(document.cookie) now", "open  now"),
-            ("see java\tscript:alert(1)", "see \t"),
+            ("see java\tscript:alert(1)", "see "),
             (
                 "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
                 "",
             ),
             ("<IMG \"\"\"><SCRIPT>alert(\"XSS\")</SCRIPT>\"\\>", ""),
+            // A scheme that does not start a word, and tags left unclosed.
+            ("<IMG SRC=\"javascript:alert(1)\"", ""),
+            ("<IMG SRC=javascript:alert('XSS')", ""),
+            ("hi <img src=x onerror=alert(1)", "hi "),
+            ("<svg/onload=alert(1) <b>bold</b>", "bold"),
+            ("<IMG SRC=\"javascript:alert(1)\" <b>x", "x"),
+            ("x=javascript:alert(1)", "x="),
+            ("x=JaVaScRiPt:alert(1) y", "x= y"),
+            ("href='vbscript:msgbox(1)'", "href='"),
+            ("src:data:text/html,PHNjcmlwdD4=", "src:"),
+            ("(javascript:alert(1))", "("),
+            ("x=java\tscript:alert(1)", "x="),
+            ("x=java&#x09;script:alert(1)", "x="),
+            ("x=java&Tab;script:alert(1)", "x="),
+            ("x=javascript&colon;alert(1)", "x="),
+            (
+                "&#106;&#97;&#118;&#97;&#115;&#99;&#114;&#105;&#112;&#116;&#58;alert(1)",
+                "",
+            ),
+            ("go &#0000106&#0000097vascript:alert(1)", "go "),
+            ("go=&#x6A&#x61vascript:alert(1)", "go="),
+            // Ordinary text that looks a little like the above stays as written.
+            ("see https://example.com", "see https://example.com"),
+            ("a:b", "a:b"),
+            ("javascript is fun", "javascript is fun"),
+            ("x=javascript", "x=javascript"),
+            ("metadata: 3 rows", "metadata: 3 rows"),
+            ("if a<b then c", "if a<b then c"),
+            ("x<y", "x<y"),
+            ("Tom &amp; Jerry &#9731;", "Tom &amp; Jerry &#9731;"),
         ];
         for (input, expected) in table {
             assert_eq!(clean(input), expected, "{input:?}");
@@ -307,6 +439,10 @@ mod tests {
         let config = Config { max_chars: 5 };
         assert_eq!(sanitize(&config, "héllo world").unwrap(), "héllo");
         assert_eq!(sanitize(&config, "👍👍👍👍👍👍").unwrap(), "👍👍👍👍👍");
+        // What the cut leaves is sanitized too: `<script!` is a harmless name, its first
+        // seven characters are not.
+        let config = Config { max_chars: 10 };
+        assert_eq!(sanitize(&config, "hi <script! now").unwrap(), "hi ");
     }
 
     #[test]
