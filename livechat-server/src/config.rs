@@ -26,6 +26,15 @@ pub enum SqliteDurability {
     Normal,
 }
 
+/// The configuration file of one plugin loaded by path (`--plugin-configs name=file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginConfigFile {
+    /// The plugin: the file name of its `.wasm` without the extension.
+    pub plugin: String,
+    /// The file whose text the plugin's `configure` is given.
+    pub path: PathBuf,
+}
+
 /// The reference livechat server.
 ///
 /// With no settings it listens on 127.0.0.1:3000, keeps its data in ./livechat.db,
@@ -159,6 +168,34 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Twilio account SID. With the auth token, agents' replies sent with
+    /// `msgType: "sms"` go out through Twilio's Messages API.
+    #[arg(long, env = "LIVECHAT_TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+
+    /// Twilio auth token: the API credential and the key of the webhooks' signatures.
+    /// Turns on `/webhooks/twilio/sms` and `/webhooks/twilio/status` (needs
+    /// `LIVECHAT_PUBLIC_URL`, the URL Twilio calls and signs).
+    #[arg(long, env = "LIVECHAT_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+
+    /// The sender number for workspaces without an SMS number of their own.
+    #[arg(long, env = "LIVECHAT_TWILIO_FROM_NUMBER")]
+    pub twilio_from_number: Option<String>,
+
+    /// Base URL of Twilio's API.
+    #[arg(long, env = "LIVECHAT_TWILIO_API_BASE_URL", default_value = livechat_core::sms::twilio::DEFAULT_API_BASE_URL)]
+    pub twilio_api_base_url: String,
+
+    /// Tries per outbound SMS before it is `failed`.
+    #[arg(long, env = "LIVECHAT_SMS_MAX_ATTEMPTS", default_value_t = 6)]
+    pub sms_max_attempts: u32,
+
+    /// Milliseconds before an SMS is tried again; the wait doubles with every try, up
+    /// to 5 minutes.
+    #[arg(long, env = "LIVECHAT_SMS_RETRY_MS", default_value_t = 2000)]
+    pub sms_retry_ms: u64,
+
     /// Largest message body in bytes.
     #[arg(long, env = "LIVECHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -197,6 +234,11 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_MAX_RECOVERY_MESSAGES", default_value_t = 1000)]
     pub max_recovery_messages: usize,
 
+    /// Seconds a client has from opening its transport to connecting to the namespace
+    /// with its token; a half-open connection is closed after that.
+    #[arg(long, env = "LIVECHAT_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    pub connect_timeout_secs: u64,
+
     /// Outgoing packets buffered per socket; a socket that falls further behind is
     /// disconnected to recover.
     #[arg(long, env = "LIVECHAT_SOCKET_BUFFER_PACKETS", default_value_t = 256)]
@@ -223,6 +265,13 @@ pub struct Config {
     /// More plugins: paths of `.wasm` components, run after the bundled ones.
     #[arg(long, env = "LIVECHAT_PLUGIN_PATHS", value_delimiter = ',')]
     pub plugin_paths: Vec<PathBuf>,
+
+    /// Configurations of the plugins of `--plugin-paths`, comma-separated `name=file`
+    /// pairs: the plugin `name` (its file name without `.wasm`) is given the text of
+    /// `file`, as the bundled ones are given `--moderation-config`. A plugin without
+    /// one is given an empty configuration.
+    #[arg(long, env = "LIVECHAT_PLUGIN_CONFIGS", value_delimiter = ',', value_parser = parse_plugin_config)]
+    pub plugin_configs: Vec<PluginConfigFile>,
 
     /// A JSON file with the `moderation` plugin's configuration (word lists per
     /// workspace, link and flood limits); see plugins/README.md.
@@ -302,6 +351,7 @@ impl Config {
         limits.commit_batch = self.commit_batch;
         limits.commit_wait = Duration::from_millis(self.commit_wait_ms);
         limits.max_recovery_messages = self.max_recovery_messages;
+        limits.connect_timeout = Duration::from_secs(self.connect_timeout_secs.max(1));
         limits.socket_buffer_packets = self.socket_buffer_packets;
         limits.ws_read_buffer_bytes = self.ws_read_buffer_bytes;
         limits.max_pending_per_socket = self.max_pending_per_socket;
@@ -344,6 +394,12 @@ impl std::fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("public_url", &self.public_url)
+            .field("twilio_account_sid", &self.twilio_account_sid)
+            .field("twilio_auth_token", &secret(&self.twilio_auth_token))
+            .field("twilio_from_number", &self.twilio_from_number)
+            .field("twilio_api_base_url", &self.twilio_api_base_url)
+            .field("sms_max_attempts", &self.sms_max_attempts)
+            .field("sms_retry_ms", &self.sms_retry_ms)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_json_depth", &self.max_json_depth)
@@ -353,11 +409,13 @@ impl std::fmt::Debug for Config {
             .field("commit_batch", &self.commit_batch)
             .field("commit_wait_ms", &self.commit_wait_ms)
             .field("max_recovery_messages", &self.max_recovery_messages)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("socket_buffer_packets", &self.socket_buffer_packets)
             .field("ws_read_buffer_bytes", &self.ws_read_buffer_bytes)
             .field("max_pending_per_socket", &self.max_pending_per_socket)
             .field("plugins", &self.plugins)
             .field("plugin_paths", &self.plugin_paths)
+            .field("plugin_configs", &self.plugin_configs)
             .field("moderation_config", &self.moderation_config)
             .field("sanitize_config", &self.sanitize_config)
             .field("plugin_deadline_ms", &self.plugin_deadline_ms)
@@ -393,4 +451,20 @@ fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR range"))
+}
+
+/// `name=file`: a plugin and its configuration file.
+fn parse_plugin_config(s: &str) -> Result<PluginConfigFile, String> {
+    match s.split_once('=') {
+        Some((plugin, path)) if !plugin.trim().is_empty() && !path.trim().is_empty() => {
+            Ok(PluginConfigFile {
+                plugin: plugin.trim().to_owned(),
+                path: PathBuf::from(path.trim()),
+            })
+        }
+        _ => Err(format!(
+            "`{s}` is not `name=file`: the plugin's file name without `.wasm`, `=`, then \
+             the file with its configuration"
+        )),
+    }
 }

@@ -8,14 +8,16 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use livechat_core::auth::{Identity, bearer_token};
 use livechat_core::model::{ContactId, MsgType, Role, UserId, WorkspaceId};
-use livechat_core::protocol::{HistoryRequest, SendMessage, SyncRequest};
+use livechat_core::protocol::{HistoryRequest, SendMessage, SyncRequest, UnreadCountsRequest};
+use livechat_core::sms::InboundSms;
+use livechat_core::sms::twilio::signature_is_valid;
 use livechat_core::store::{NewContact, NewWorkspace};
 use livechat_core::{ChatError, ErrorCode, LiveChat, OriginPolicy, PeerAddr};
 use serde::Deserialize;
@@ -34,6 +36,25 @@ pub struct AppState {
     pub cluster: crate::Cluster,
     /// The admin bearer token.
     pub admin_token: Arc<str>,
+    /// The Twilio webhooks' settings, when the SMS channel is on.
+    pub twilio: Option<TwilioWebhooks>,
+}
+
+/// What the Twilio webhooks need to check a request's signature.
+#[derive(Clone)]
+pub struct TwilioWebhooks {
+    /// The account's auth token: the signing key.
+    pub auth_token: Arc<str>,
+    /// The public base URL Twilio calls (what it signs), without a trailing `/`.
+    pub public_url: Arc<str>,
+}
+
+impl std::fmt::Debug for TwilioWebhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioWebhooks")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -56,6 +77,9 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             "/api/contacts/{id}/messages",
             post(send_message).get(list_messages),
         )
+        .route("/api/workspaces/{id}/unread", get(unread))
+        .route("/webhooks/twilio/sms", post(twilio_sms))
+        .route("/webhooks/twilio/status", post(twilio_status))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -84,8 +108,26 @@ pub fn with_edge_checks(router: Router, origins: OriginPolicy) -> Router {
             let origins = origins.clone();
             async move { check_origin(&origins, req, next).await }
         }))
+        .layer(middleware::from_fn(log_refusals))
         .layer(cors)
         .layer(middleware::map_request(peer_addr))
+}
+
+/// One `info` line per refused HTTP request (a 4xx other than `404`, `429`): method,
+/// path, status and client address. Never the query string or headers, which may
+/// carry a token. A client over a rate budget is not logged line by line (`debug`).
+async fn log_refusals(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let client = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let res = next.run(req).await;
+    let status = res.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        tracing::debug!(%method, path, status = status.as_u16(), ?client, "HTTP request refused");
+    } else if status.is_client_error() && status != StatusCode::NOT_FOUND {
+        tracing::info!(%method, path, status = status.as_u16(), ?client, "HTTP request refused");
+    }
+    res
 }
 
 async fn peer_addr(mut req: Request) -> Request {
@@ -207,7 +249,7 @@ impl FromRequestParts<AppState> for Member {
         match state.chat.authenticate(token).await {
             Ok(identity) => Ok(Member(identity)),
             Err(e) => {
-                tracing::info!(reason = %e, "REST request refused");
+                tracing::debug!(reason = %e, "bearer token refused");
                 Err(unauthorized())
             }
         }
@@ -433,8 +475,117 @@ async fn list_messages(
     Ok(Json(page))
 }
 
-/// Ready when the store answers and, where configured, Redis answers and the change
-/// feed listens. Each check is bounded, so a probe never hangs on a dead peer.
+async fn unread(
+    State(s): State<AppState>,
+    Member(who): Member,
+    path: Result<Path<WorkspaceId>, PathRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(workspace_id) = path?;
+    let counts = s
+        .chat
+        .unread_counts(&who, UnreadCountsRequest { workspace_id })
+        .await?;
+    Ok(Json(counts))
+}
+
+/// A Twilio webhook's form parameters, once its signature is checked against the
+/// configured public URL (behind a proxy, the URL this server sees is not the one
+/// Twilio signed).
+fn twilio_params(
+    s: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Vec<(String, String)>> {
+    let Some(twilio) = &s.twilio else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the SMS channel is not configured",
+        ));
+    };
+    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let url = match uri.query() {
+        Some(query) => format!("{}{}?{query}", twilio.public_url, uri.path()),
+        None => format!("{}{}", twilio.public_url, uri.path()),
+    };
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    if !signature_is_valid(&twilio.auth_token, &url, &params, signature) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the X-Twilio-Signature does not match",
+        ));
+    }
+    Ok(params)
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &'static str) -> ApiResult<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidPayload, format!("`{name}` is missing")))
+}
+
+/// An empty TwiML answer: Twilio sends no reply SMS of its own.
+fn twiml_ok() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+    )
+        .into_response()
+}
+
+async fn twilio_sms(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let params = twilio_params(&s, &uri, &headers, &body)?;
+    let media = params
+        .iter()
+        .find(|(k, _)| k == "NumMedia")
+        .and_then(|(_, v)| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    let text = params
+        .iter()
+        .find(|(k, _)| k == "Body")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    // A picture without words is still a message the agents must see.
+    let body = match (text.trim().is_empty(), media) {
+        (true, n) if n > 0 => format!("({n} attachment(s) sent by MMS)"),
+        _ => text.to_owned(),
+    };
+    let sms = InboundSms::new(
+        param(&params, "MessageSid")?,
+        param(&params, "From")?,
+        param(&params, "To")?,
+        body,
+    );
+    s.chat.receive_sms(sms).await?;
+    Ok(twiml_ok())
+}
+
+async fn twilio_status(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let params = twilio_params(&s, &uri, &headers, &body)?;
+    let sid = param(&params, "MessageSid")?;
+    let status = param(&params, "MessageStatus")?;
+    s.chat.sms_status(sid, status).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Ready when the store answers and, where configured, Redis answers, the fan-out is
+/// subscribed and the change feed listens. Each check is bounded, so a probe never
+/// hangs on a dead peer.
 async fn ready(State(s): State<AppState>) -> Response {
     const CHECK: std::time::Duration = std::time::Duration::from_secs(2);
     let mut body = serde_json::Map::new();
@@ -457,8 +608,18 @@ async fn ready(State(s): State<AppState>) -> Response {
         if !up {
             tracing::warn!("not ready: Redis does not answer");
         }
-        ready &= up;
+        // PING can succeed on a connection that came back without its subscription;
+        // then nothing from the other nodes arrives, so that is not ready either.
+        let subscribed = redis.is_subscribed();
+        if !subscribed {
+            tracing::warn!("not ready: the Redis fan-out is not subscribed");
+        }
+        ready &= up && subscribed;
         body.insert("redis".into(), json!(if up { "up" } else { "down" }));
+        body.insert(
+            "redis_subscription".into(),
+            json!(if subscribed { "subscribed" } else { "down" }),
+        );
     }
     if let Some(feed) = &s.cluster.change_feed {
         let listening = feed.is_listening();

@@ -11,6 +11,8 @@ use livechat_core::auth::JwtAuthenticator;
 use livechat_core::cluster::{ChangeFeed, RedisFanout};
 use livechat_core::error::StoreError;
 use livechat_core::moderation::FailurePolicy;
+use livechat_core::sms::twilio::TwilioGateway;
+use livechat_core::sms::{SmsOutbox, SmsRetry};
 use livechat_core::store::sqlite::Durability;
 use livechat_core::store::{PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions};
 use livechat_core::{LiveChat, LiveChatBuilder, TrustedProxies};
@@ -94,6 +96,8 @@ pub struct Server {
     pub generated_admin_token: Option<String>,
     /// The demo records.
     pub demo: Option<demo::Demo>,
+    /// The SMS outbox, when Twilio is configured; it stops when the last clone goes.
+    pub sms_outbox: Option<Arc<SmsOutbox>>,
 }
 
 /// Builds the server: opens the store, sets up auth and the demo records.
@@ -156,11 +160,13 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         None
     };
 
+    let (twilio, sms_outbox) = sms_channel(config, &chat)?;
     let state = http::AppState {
         chat: chat.clone(),
         store: store.clone(),
         cluster: cluster.clone(),
         admin_token: Arc::from(admin_token),
+        twilio,
     };
     let router = http::with_edge_checks(
         http::router(state, config.max_frame_bytes).layer(layer),
@@ -173,7 +179,48 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         cluster,
         generated_admin_token,
         demo,
+        sms_outbox,
     })
+}
+
+/// The Twilio webhooks' settings and the SMS outbox, as configured.
+fn sms_channel(
+    config: &Config,
+    chat: &LiveChat,
+) -> anyhow::Result<(Option<http::TwilioWebhooks>, Option<Arc<SmsOutbox>>)> {
+    let public_url = config
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_owned());
+    let webhooks = match (&config.twilio_auth_token, &public_url) {
+        (None, _) => None,
+        (Some(_), None) => anyhow::bail!(
+            "LIVECHAT_TWILIO_AUTH_TOKEN needs LIVECHAT_PUBLIC_URL: the URL Twilio calls, \
+             which its webhook signatures cover"
+        ),
+        (Some(token), Some(url)) => Some(http::TwilioWebhooks {
+            auth_token: Arc::from(token.as_str()),
+            public_url: Arc::from(url.as_str()),
+        }),
+    };
+    let outbox = match (&config.twilio_account_sid, &config.twilio_auth_token) {
+        (None, _) => None,
+        (Some(_), None) => {
+            anyhow::bail!("LIVECHAT_TWILIO_ACCOUNT_SID needs LIVECHAT_TWILIO_AUTH_TOKEN")
+        }
+        (Some(sid), Some(token)) => {
+            let mut gateway = TwilioGateway::new(sid, token, &config.twilio_api_base_url)?;
+            if let Some(url) = &public_url {
+                gateway = gateway.status_callback(format!("{url}/webhooks/twilio/status"));
+            }
+            let mut retry = SmsRetry::default();
+            retry.max_attempts = config.sms_max_attempts.max(1);
+            retry.first_delay = std::time::Duration::from_millis(config.sms_retry_ms.max(1));
+            retry.default_from = config.twilio_from_number.clone();
+            Some(Arc::new(SmsOutbox::start(chat.clone(), gateway, retry)))
+        }
+    };
+    Ok((webhooks, outbox))
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then drains within the
@@ -266,14 +313,73 @@ async fn load_plugins(config: &Config) -> anyhow::Result<Vec<Plugin>> {
         plugins.push(engine.load(wasm, settings(name, file)?).await?);
         tracing::info!(plugin = name, "plugin loaded");
     }
-    for path in &config.plugin_paths {
+    for PathPlugin {
+        path,
+        name,
+        config_file,
+    } in path_plugins(config)?
+    {
         let wasm =
             std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
-        plugins.push(engine.load(&wasm, settings(&name, None)?).await?);
-        tracing::info!(plugin = %name, path = %path.display(), "plugin loaded");
+        plugins.push(engine.load(&wasm, settings(&name, config_file)?).await?);
+        tracing::info!(
+            plugin = %name,
+            path = %path.display(),
+            config = ?config_file,
+            "plugin loaded"
+        );
+    }
+    Ok(plugins)
+}
+
+/// A plugin of `--plugin-paths`: its file, its name, its configuration file.
+#[derive(Debug, PartialEq)]
+struct PathPlugin<'a> {
+    path: &'a std::path::Path,
+    name: String,
+    config_file: Option<&'a std::path::Path>,
+}
+
+/// The plugins of `--plugin-paths`, named after their files, each with the file
+/// `--plugin-configs` gives it. A configuration that names no such plugin, or two of
+/// them, or a plugin named twice, stops the start: a typo would otherwise leave a
+/// plugin running unconfigured.
+fn path_plugins(config: &Config) -> anyhow::Result<Vec<PathPlugin<'_>>> {
+    let mut plugins: Vec<PathPlugin<'_>> = config
+        .plugin_paths
+        .iter()
+        .map(|path| PathPlugin {
+            path,
+            name: path
+                .file_stem()
+                .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned()),
+            config_file: None,
+        })
+        .collect();
+    let mut configured = std::collections::HashSet::new();
+    for entry in &config.plugin_configs {
+        let name = entry.plugin.as_str();
+        anyhow::ensure!(
+            configured.insert(name),
+            "--plugin-configs names `{name}` twice"
+        );
+        let mut named = plugins.iter_mut().filter(|p| p.name == name);
+        match (named.next(), named.next()) {
+            (Some(plugin), None) => plugin.config_file = Some(&entry.path),
+            (Some(_), Some(_)) => anyhow::bail!(
+                "--plugin-configs names `{name}`, and two files of --plugin-paths are called \
+                 that: rename one"
+            ),
+            (None, _) => anyhow::bail!(
+                "--plugin-configs names `{name}`, but no file of --plugin-paths is called \
+                 `{name}.wasm`{}",
+                match name {
+                    "sanitize" | "moderation" =>
+                        format!(" (the bundled `{name}` plugin takes --{name}-config)"),
+                    _ => String::new(),
+                }
+            ),
+        }
     }
     Ok(plugins)
 }
@@ -332,6 +438,75 @@ fn random_secret() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use clap::Parser as _;
+
+    use super::{Config, PathPlugin, path_plugins};
+
+    fn config(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("livechat-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn path_plugins_get_the_configuration_named_after_their_file() {
+        let c = config(&[
+            "--plugin-paths",
+            "/opt/a.wasm,/opt/words.wasm",
+            "--plugin-configs",
+            "words=/etc/words.txt",
+        ]);
+        assert_eq!(
+            path_plugins(&c).unwrap(),
+            [
+                PathPlugin {
+                    path: Path::new("/opt/a.wasm"),
+                    name: "a".into(),
+                    config_file: None,
+                },
+                PathPlugin {
+                    path: Path::new("/opt/words.wasm"),
+                    name: "words".into(),
+                    config_file: Some(Path::new("/etc/words.txt")),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_configuration_for_no_plugin_or_an_ambiguous_one_is_refused() {
+        let err = |args: &[&str]| path_plugins(&config(args)).unwrap_err().to_string();
+        assert!(
+            err(&["--plugin-paths", "/opt/a.wasm", "--plugin-configs", "b=/x"])
+                .contains("no file of --plugin-paths is called `b.wasm`")
+        );
+        assert!(err(&["--plugin-configs", "moderation=/x"]).contains("takes --moderation-config"));
+        assert!(
+            err(&[
+                "--plugin-paths",
+                "/opt/a.wasm,/srv/a.wasm",
+                "--plugin-configs",
+                "a=/x"
+            ])
+            .contains("two files of --plugin-paths")
+        );
+        assert!(
+            err(&[
+                "--plugin-paths",
+                "/opt/a.wasm",
+                "--plugin-configs",
+                "a=/x,a=/y"
+            ])
+            .contains("names `a` twice")
+        );
+        assert!(
+            Config::try_parse_from(["livechat-server", "--plugin-configs", "just-a-file"])
+                .unwrap_err()
+                .to_string()
+                .contains("is not `name=file`")
+        );
+    }
+
     #[test]
     fn redacts_credentials() {
         assert_eq!(

@@ -18,11 +18,14 @@ use serde_json::{Value, json};
 
 use crate::harness::{Server, TestClient, WAIT};
 
+/// A request the stand-in took: when, `account authorization`, and the form.
+type Request = (Instant, String, Vec<(String, String)>);
+
 /// What the stand-in answers, one status per request (the last one repeats).
 #[derive(Clone, Default)]
 struct StandIn {
     answers: Arc<Mutex<Vec<u16>>>,
-    requests: Arc<Mutex<Vec<(Instant, String, Vec<(String, String)>)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
 }
 
 impl StandIn {
@@ -47,7 +50,7 @@ impl StandIn {
         *self.answers.lock().unwrap() = answers.to_vec();
     }
 
-    fn requests(&self) -> Vec<(Instant, String, Vec<(String, String)>)> {
+    fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 }

@@ -10,3 +10,4 @@ mod nodes;
 mod plugins;
 mod rest;
 mod security;
+mod sms;

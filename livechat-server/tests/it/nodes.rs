@@ -325,6 +325,7 @@ async fn a_redis_restart_under_load_loses_nothing_and_readiness_follows() {
     let (status, body) = b.ready().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["redis"], "up", "{body}");
+    assert_eq!(body["redis_subscription"], "subscribed", "{body}");
 
     let started = Instant::now();
     let acked = light_load_through(&sender, &mut agent, &contact, async {
@@ -333,9 +334,16 @@ async fn a_redis_restart_under_load_loses_nothing_and_readiness_follows() {
         let down = b.wait_ready(false, "not ready while Redis is down").await;
         assert_eq!(down["redis"], "down", "{down}");
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // By now the lost connection has been seen: the subscription counts as gone.
+        let (status, down) = b.ready().await;
+        assert_eq!(status, 503, "{down}");
+        assert_eq!(down["redis_subscription"], "down", "{down}");
         redis.start_again().await;
+        // Ready again only once the node has subscribed again, not merely once PING
+        // answers: a reconnect without the subscription would stop cross-node delivery.
         let up = b.wait_ready(true, "ready once Redis is back").await;
         assert_eq!(up["redis"], "up", "{up}");
+        assert_eq!(up["redis_subscription"], "subscribed", "{up}");
     })
     .await;
     eprintln!(
