@@ -717,3 +717,44 @@ async fn a_socket_is_disconnected_when_its_token_expires() {
     long.call_ok("join_workspace", json!({ "workspaceId": server.ws }))
         .await;
 }
+
+#[tokio::test]
+async fn leaving_a_room_ends_its_deliveries_and_only_its_own() {
+    let server = Server::start().await;
+    let mut agent = server.connect("alice").await;
+    agent
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    agent
+        .call_ok("join_contact", json!({ "contactId": server.contact }))
+        .await;
+    let publish = |body: &'static str| {
+        server.chat.publish(livechat_core::Publish::new(
+            server.contact,
+            livechat_core::model::Direction::Inbound,
+            body,
+        ))
+    };
+    publish("both rooms").await.unwrap();
+    assert_eq!(agent.next("new_message").await["body"], "both rooms");
+
+    let left = agent
+        .call_ok("leave_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    assert_eq!(left["left"], json!(server.ws.to_string()));
+    publish("contact room only").await.unwrap();
+    assert_eq!(
+        agent.next("new_message").await["body"],
+        "contact room only",
+        "still in the contact room"
+    );
+    agent
+        .call_ok("leave_contact", json!({ "contactId": server.contact }))
+        .await;
+    publish("no room").await.unwrap();
+    agent.none("new_message", Duration::from_millis(300)).await;
+    // Leaving is free of checks: a room one was never in, or another workspace's.
+    agent
+        .call_ok("leave_workspace", json!({ "workspaceId": server.other_ws }))
+        .await;
+}
