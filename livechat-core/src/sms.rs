@@ -191,12 +191,12 @@ async fn send_one(
     };
     let update = match outcome {
         Ok(sid) => {
-            tracing::info!(message = %id, attempt, "sms sent");
+            tracing::info!(message_id = %id, attempt, "sms sent");
             chat.update_status(id, Status::Sent, Some(sid)).await
         }
         Err(SmsError::Temporary(reason)) if attempt < retry.max_attempts => {
             let wait = retry.delay_after(attempt);
-            tracing::warn!(message = %id, attempt, %reason, retry_in = ?wait, "sms not sent, trying again later");
+            tracing::warn!(message_id = %id, attempt, %reason, retry_in = ?wait, "sms not sent, trying again later");
             let at = Utc::now().timestamp_millis()
                 + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
             match chat.store().retry_sms_at(id, at).await {
@@ -205,13 +205,13 @@ async fn send_one(
             }
         }
         Err(e) => {
-            tracing::warn!(message = %id, attempt, error = %e, "sms failed for good");
+            tracing::warn!(message_id = %id, attempt, error = %e, "sms failed for good");
             chat.update_status(id, Status::Failed, None).await
         }
     };
     if let Err(e) = update {
         // The lease runs out and the SMS is tried again.
-        tracing::warn!(message = %id, error = %e, "sms outbox: cannot record the outcome");
+        tracing::warn!(message_id = %id, error = %e, "sms outbox: cannot record the outcome");
     }
 }
 
