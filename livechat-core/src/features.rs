@@ -75,14 +75,17 @@ impl LiveChat {
         else {
             return;
         };
-        let io = self.inner().io.clone();
-        tokio::spawn(async move {
+        // Emitted here and now, not from a task of its own: two signals must reach
+        // a socket in the order they were made (a typing "stopped" after its "typing").
+        // This node's adapter broadcasts without waiting on anything.
+        let broadcast = self.inner().io.to(rooms).except(except).emit(&event, &data);
+        match futures_util::FutureExt::now_or_never(broadcast) {
             // A socket whose buffer is full misses an ephemeral event; its messages
             // are what delivery guarantees, and those have their own path.
-            if let Err(e) = io.to(rooms).except(except).emit(&event, &data).await {
-                tracing::debug!(error = %e, "could not emit a signal");
-            }
-        });
+            Some(Err(e)) => tracing::debug!(error = %e, "could not emit a signal"),
+            Some(Ok(())) => {}
+            None => tracing::warn!(event, "a signal could not be emitted at once; dropped"),
+        }
     }
 
     /// A signal from another node (see [`crate::cluster::Fanout::signal`]): emitted
@@ -117,6 +120,11 @@ impl LiveChat {
                 data,
             });
         }
+    }
+
+    /// Who of the workspace is online, on any node this node hears from, sorted.
+    pub fn online_users(&self, workspace: WorkspaceId) -> Vec<crate::model::UserId> {
+        self.inner().presence.online(workspace)
     }
 
     /// Sends this node's whole presence list to the other nodes (with `ask`, asking

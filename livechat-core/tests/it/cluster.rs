@@ -331,7 +331,15 @@ async fn presence_typing_and_receipts_cross_nodes() {
         .call_ok("join_contact", json!({ "contactId": a.contact }))
         .await;
 
-    // Carol on the other node: each sees the other.
+    // Carol on the other node: each sees the other, once node B has heard of alice.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while b.chat.online_users(a.ws) != ["alice".into()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B never heard alice came"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut carol = b.connect("carol").await;
     carol
         .call_ok("join_workspace", json!({ "workspaceId": a.ws }))
