@@ -321,34 +321,38 @@ impl LiveChat {
 
     /// Watches one conversation's "typing" and says "stopped" when it runs out.
     async fn typing_expiry(self, states: TypingStates, who: Arc<Identity>, contact: ContactId) {
+        // An entry lives exactly as long as its timer: every decision to end is taken
+        // and carried out under one lock, so a "typing" that comes in meanwhile finds
+        // either a running timer or no entry (and starts a timer of its own).
         loop {
-            let due = match locked(&states.0).get(&contact) {
-                Some(t) if t.typing => t.expires_at,
-                _ => break,
+            let due = {
+                let mut map = locked(&states.0);
+                match map.get(&contact) {
+                    Some(t) if t.typing => t.expires_at,
+                    Some(_) => {
+                        map.remove(&contact);
+                        return;
+                    }
+                    None => return,
+                }
             };
             tokio::time::sleep_until(due.into()).await;
             let expired = {
                 let mut map = locked(&states.0);
-                match map.get_mut(&contact) {
-                    Some(t) if t.typing && Instant::now() >= t.expires_at => {
-                        t.typing = false;
-                        Some(t.workspace)
+                match map.get(&contact) {
+                    Some(t) if t.typing && Instant::now() < t.expires_at => continue,
+                    Some(t) if t.typing => map.remove(&contact).map(|t| t.workspace),
+                    Some(_) => {
+                        map.remove(&contact);
+                        return;
                     }
-                    Some(t) if t.typing => None,
-                    _ => break,
+                    None => return,
                 }
             };
             if let Some(workspace) = expired {
                 self.typing_event(&who, contact, workspace, false);
-                break;
             }
-        }
-        let mut map = locked(&states.0);
-        if let Some(t) = map.get_mut(&contact) {
-            t.timer = false;
-            if !t.typing {
-                map.remove(&contact);
-            }
+            return;
         }
     }
 
