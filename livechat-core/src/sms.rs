@@ -76,8 +76,8 @@ pub struct SmsRetry {
     pub first_delay: Duration,
     /// The longest wait between tries. Defaults to 5 minutes.
     pub max_delay: Duration,
-    /// How long one try may take before it counts as failed; also how long a claimed
-    /// SMS is kept from other nodes. Defaults to 30 s.
+    /// How long one try may take before it counts as failed. A claimed SMS is kept
+    /// from other outboxes for this long plus 10 s. Defaults to 30 s.
     pub send_timeout: Duration,
     /// SMS sent at once. Defaults to 8.
     pub concurrency: usize,
@@ -140,37 +140,56 @@ impl Drop for SmsOutbox {
     }
 }
 
-/// Most SMS claimed at once.
-const CLAIM_BATCH: u32 = 32;
+/// Time a claimed SMS is kept from the others beyond its send timeout, for the
+/// status update after the answer.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 async fn run(chat: LiveChat, gateway: Arc<dyn SmsGateway>, retry: SmsRetry, wake: Arc<Notify>) {
     let permits = Arc::new(Semaphore::new(retry.concurrency.max(1)));
     loop {
+        // Claim only what can be sent at once, so that every lease starts with its
+        // send and outlasts it: a lease that ran out while its SMS waited for a slot
+        // would let the SMS be claimed, and sent, a second time.
+        let Ok(first) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut slots = vec![first];
+        while let Ok(more) = permits.clone().try_acquire_owned() {
+            slots.push(more);
+        }
         let now = Utc::now().timestamp_millis();
-        let lease = now + i64::try_from(retry.send_timeout.as_millis()).unwrap_or(i64::MAX / 2);
-        let claimed = match chat.store().claim_due_sms(now, lease, CLAIM_BATCH).await {
+        let lease = now + millis(retry.send_timeout + LEASE_MARGIN);
+        let limit = u32::try_from(slots.len()).unwrap_or(u32::MAX);
+        let claimed = match chat.store().claim_due_sms(now, lease, limit).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "sms outbox: cannot read due messages");
                 Vec::new()
             }
         };
-        let full = claimed.len() == CLAIM_BATCH as usize;
+        let full = claimed.len() == slots.len();
         for (message, attempt) in claimed {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
+            let Some(slot) = slots.pop() else { break };
             let (chat, gateway, retry) = (chat.clone(), gateway.clone(), retry.clone());
             tokio::spawn(async move {
                 send_one(&chat, &*gateway, &retry, message, attempt).await;
-                drop(permit);
+                drop(slot);
             });
         }
+        drop(slots);
         if !full {
             let _ = tokio::time::timeout(retry.poll, wake.notified()).await;
         }
     }
 }
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// What the outbox may move a message from: only `queued`. A try whose outcome comes
+/// late never overwrites what another try recorded (`sent`, with its SID).
+const FROM_QUEUED: &[Status] = &[Status::Queued];
 
 async fn send_one(
     chat: &LiveChat,
@@ -192,13 +211,13 @@ async fn send_one(
     let update = match outcome {
         Ok(sid) => {
             tracing::info!(message_id = %id, attempt, "sms sent");
-            chat.update_status(id, Status::Sent, Some(sid)).await
+            chat.move_status(id, Status::Sent, FROM_QUEUED, Some(sid))
+                .await
         }
         Err(SmsError::Temporary(reason)) if attempt < retry.max_attempts => {
             let wait = retry.delay_after(attempt);
             tracing::warn!(message_id = %id, attempt, %reason, retry_in = ?wait, "sms not sent, trying again later");
-            let at = Utc::now().timestamp_millis()
-                + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+            let at = Utc::now().timestamp_millis() + millis(wait);
             match chat.store().retry_sms_at(id, at).await {
                 Ok(()) => return,
                 Err(e) => Err(ChatError::Store(e)),
@@ -206,7 +225,8 @@ async fn send_one(
         }
         Err(e) => {
             tracing::warn!(message_id = %id, attempt, error = %e, "sms failed for good");
-            chat.update_status(id, Status::Failed, None).await
+            chat.move_status(id, Status::Failed, FROM_QUEUED, None)
+                .await
         }
     };
     if let Err(e) = update {

@@ -579,7 +579,15 @@ async fn twilio_status(
     let params = twilio_params(&s, &uri, &headers, &body)?;
     let sid = param(&params, "MessageSid")?;
     let status = param(&params, "MessageStatus")?;
-    s.chat.sms_status(sid, status).await?;
+    match s.chat.sms_status(sid, status).await {
+        Ok(_) => {}
+        // A report can overtake the outbox storing the SID Twilio just gave it, and
+        // Twilio does not send it again: nothing the sender could fix.
+        Err(ChatError::NotFound(_)) => {
+            tracing::info!(sid, status, "twilio status for no known message, ignored")
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

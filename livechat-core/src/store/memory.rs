@@ -227,7 +227,11 @@ impl MessageStore for MemoryStore {
         if twilio_sid.is_some() {
             m.twilio_sid = twilio_sid;
         }
-        Ok(Some(m.clone()))
+        let updated = m.clone();
+        if status != Status::Queued {
+            state.sms.remove(&id);
+        }
+        Ok(Some(updated))
     }
 
     async fn toggle_reaction(
@@ -303,7 +307,13 @@ impl MessageStore for MemoryStore {
     }
 
     async fn retry_sms_at(&self, id: MessageId, at: i64) -> Result<(), StoreError> {
-        self.lock().sms.entry(id).or_insert((0, None)).1 = Some(at);
+        let mut state = self.lock();
+        if state
+            .message_mut(id)
+            .is_some_and(|m| m.status == Status::Queued)
+        {
+            state.sms.entry(id).or_insert((0, None)).1 = Some(at);
+        }
         Ok(())
     }
 

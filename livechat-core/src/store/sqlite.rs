@@ -637,12 +637,14 @@ impl MessageStore for SqliteStore {
     }
 
     async fn retry_sms_at(&self, id: MessageId, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE livechat_messages SET sms_next_at = ?1 WHERE id = ?2")
-            .bind(at)
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(
+            "UPDATE livechat_messages SET sms_next_at = ?1 WHERE id = ?2 AND status = 'queued'",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
         Ok(())
     }
 

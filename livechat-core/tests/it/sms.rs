@@ -26,6 +26,8 @@ type Request = (Instant, String, Vec<(String, String)>);
 struct StandIn {
     answers: Arc<Mutex<Vec<u16>>>,
     requests: Arc<Mutex<Vec<Request>>>,
+    /// How long each answer takes.
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl StandIn {
@@ -71,6 +73,8 @@ async fn messages(
         requests.push((Instant::now(), format!("{account} {auth}"), form));
         requests.len()
     };
+    let delay = *s.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     let status = {
         let mut answers = s.answers.lock().unwrap();
         if answers.len() > 1 {
@@ -443,4 +447,44 @@ async fn inbound_sms_reach_agents_at_once_and_retries_store_nothing_new() {
         Err(ChatError::NotFound(_)) => {}
         other => panic!("an SMS to no workspace's number: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn sms_waiting_for_a_slot_are_never_sent_twice() {
+    // One slot, answers that take 600 ms, a 1 s send timeout, three SMS: the third
+    // waits 1.2 s for the slot. Its claim must not run out meanwhile, or it would be
+    // claimed and sent again.
+    let (stand_in, api) = StandIn::start(&[201]).await;
+    *stand_in.delay.lock().unwrap() = Duration::from_millis(600);
+    let server = Server::start().await;
+    let (ws, contact, _) = sms_workspace(&server.chat).await;
+    let mut retry = fast_retry();
+    retry.concurrency = 1;
+    retry.send_timeout = Duration::from_secs(1);
+    let gateway = TwilioGateway::new("ACtest", "secret-token", &api).unwrap();
+    let _outbox = SmsOutbox::start(server.chat.clone(), gateway, retry);
+    let mut alice = agent(&server, ws).await;
+    for body in ["one", "two", "three"] {
+        reply(&alice, contact, body).await;
+    }
+    let sent = alice
+        .take("message_updated", 3, Duration::from_secs(10))
+        .await;
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent.iter().all(|m| m["status"] == "sent"), "{sent:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let bodies: Vec<String> = stand_in
+        .requests()
+        .iter()
+        .filter_map(|(_, _, form)| {
+            form.iter()
+                .find(|(k, _)| k == "Body")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        ["one", "two", "three"],
+        "each SMS sent once, in order"
+    );
 }
