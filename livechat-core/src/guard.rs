@@ -209,6 +209,9 @@ impl std::fmt::Display for Refusal {
 pub(crate) struct Guard {
     limits: GuardLimits,
     connect_by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Namespace connects (token checks) per address, apart from transport opens: a
+    /// client may send any number of them over one transport.
+    handshake_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     send_by_user: DefaultKeyedRateLimiter<UserId>,
     send_by_workspace: DefaultKeyedRateLimiter<WorkspaceId>,
     /// Made once: creating a clock calibrates it (cpuid and a timing loop).
@@ -277,6 +280,7 @@ impl Guard {
     pub(crate) fn new(limits: GuardLimits) -> Self {
         Self {
             connect_by_ip: RateLimiter::keyed(limits.connect_rate_per_ip.quota()),
+            handshake_by_ip: RateLimiter::keyed(limits.connect_rate_per_ip.quota()),
             send_by_user: RateLimiter::keyed(limits.send_per_user.quota()),
             send_by_workspace: RateLimiter::keyed(limits.send_per_workspace.quota()),
             clock: DefaultClock::default(),
@@ -302,6 +306,18 @@ impl Guard {
         match ip {
             Some(ip) => self
                 .connect_by_ip
+                .check_key(&ip)
+                .map_err(|_| Refusal::ConnectRate),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a namespace connect (a token to check) against its address's budget,
+    /// the same size as the budget of transport opens but its own.
+    pub(crate) fn check_handshake_rate(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        match ip {
+            Some(ip) => self
+                .handshake_by_ip
                 .check_key(&ip)
                 .map_err(|_| Refusal::ConnectRate),
             None => Ok(()),
@@ -376,6 +392,7 @@ impl Guard {
         use std::sync::atomic::Ordering;
         if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
             self.connect_by_ip.retain_recent();
+            self.handshake_by_ip.retain_recent();
             self.send_by_user.retain_recent();
             self.send_by_workspace.retain_recent();
         }

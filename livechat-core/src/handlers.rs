@@ -58,9 +58,10 @@ impl std::fmt::Display for ConnectRefusal {
     }
 }
 
-/// The namespace handshake: origin, token, connection counts — in that order, so that
-/// the cheap checks shield the expensive ones (the connection rate was counted when
-/// the transport opened, in the layer). Every refusal is logged at `warn` with the
+/// The namespace handshake: origin, connect rate, token, connection counts — in that
+/// order, so that the cheap checks shield the expensive ones. Transport opens are
+/// counted in the layer; namespace connects have a budget of their own, since one
+/// transport may carry any number of them. Every refusal is logged at `warn` with the
 /// reason and the client address, never with the token.
 async fn admit(
     chat: &LiveChat,
@@ -83,6 +84,9 @@ async fn admit(
             ConnectRefusal::Origin,
             &format_args!("origin {origin:?} not allowed"),
         );
+    }
+    if let Err(r) = guard.check_handshake_rate(ip) {
+        return refuse(ConnectRefusal::Limit(r), &r);
     }
     let Some(token) = token_from_handshake(auth.as_ref(), parts) else {
         return refuse(ConnectRefusal::Unauthorized, &"no token");
@@ -191,7 +195,7 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &queue,
         events::LEAVE_CONTACT,
         |_, s, _, req: ContactRef| async move {
-            s.leave(crate::protocol::contact_room(req.contact_id));
+            leave(&s, crate::protocol::contact_room(req.contact_id));
             Ok(serde_json::json!({ "left": crate::protocol::contact_room(req.contact_id) }))
         },
     );
@@ -208,7 +212,7 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &queue,
         events::LEAVE_WORKSPACE,
         |chat, s, who, req: WorkspaceRef| async move {
-            s.leave(crate::protocol::workspace_room(req.workspace_id));
+            leave(&s, crate::protocol::workspace_room(req.workspace_id));
             chat.presence_left(&s, &who, req.workspace_id);
             Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
         },
@@ -271,6 +275,14 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
             chat.unread_counts_from(&s, &who, req).await
         },
     );
+}
+
+/// Takes a socket out of a room, and forgets when the room began delivering to it.
+pub(crate) fn leave(s: &SocketRef, room: String) {
+    if let Some(live) = s.extensions.get::<crate::delivery::LiveSince>() {
+        live.left(&room);
+    }
+    s.leave(room);
 }
 
 /// One event of a socket, queued in arrival order.

@@ -669,3 +669,46 @@ async fn a_burst_from_one_socket_shares_commits_and_is_acked_in_order() {
         "eight sends from one socket took {batches} commits: they did not share"
     );
 }
+
+#[tokio::test]
+async fn namespace_connects_over_one_transport_are_rate_limited_too() {
+    // One transport open, then connect after connect over it: each is a token check,
+    // and each counts against the address's handshake budget.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut limits = Limits::default();
+    limits.connect_rate_per_ip = Rate::new(1, 3);
+    let server = Server::start_with(MemoryStore::new(), limits).await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let auth = json!({ "token": token("alice") });
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+        let answer = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("an answer to the connect within 5 s")
+                .expect("the connection stays open");
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => panic!("the connection broke after {answers:?}: {e}"),
+            };
+            if let Message::Text(text) = frame
+                && (text.starts_with("40") || text.starts_with("44"))
+            {
+                break text.to_string();
+            }
+        };
+        if answer.starts_with("40") {
+            ws.send(Message::text("41")).await.unwrap();
+        }
+        answers.push(answer);
+    }
+    let accepted = answers.iter().filter(|a| a.starts_with("40")).count();
+    assert_eq!(accepted, 3, "the burst, then refusals: {answers:?}");
+    assert!(
+        answers[3].starts_with("44") && answers[3].contains("rate_limited"),
+        "{answers:?}"
+    );
+}
