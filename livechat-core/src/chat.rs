@@ -711,7 +711,7 @@ impl LiveChat {
             .remove(&(workspace, user.clone()));
         let ws_room = workspace_room(workspace);
         for s in self.inner.io.to(user_room(user)).sockets() {
-            s.leave(ws_room.clone());
+            crate::handlers::leave(&s, ws_room.clone());
             if let Some(who) = s.extensions.get::<Arc<Identity>>() {
                 self.presence_left(&s, &who, workspace);
             }
@@ -721,7 +721,7 @@ impl LiveChat {
                 };
                 let contact = self.inner.store.contact(ContactId(id)).await?;
                 if contact.is_some_and(|c| c.workspace_id == workspace) {
-                    s.leave(room.clone());
+                    crate::handlers::leave(&s, room.to_string());
                 }
             }
         }

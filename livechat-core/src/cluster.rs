@@ -92,8 +92,10 @@ pub trait Fanout: Send + Sync + 'static {
     /// `committed`, it must not block. A fan-out that carries signals also calls
     /// [`LiveChat::presence_heartbeat`](crate::LiveChat::presence_heartbeat) once with
     /// `ask` when it starts delivering and then every
-    /// [`PRESENCE_HEARTBEAT`](crate::presence::PRESENCE_HEARTBEAT). The default drops
-    /// signals: typing, receipts and presence then stay on their node.
+    /// [`PRESENCE_HEARTBEAT`](crate::presence::PRESENCE_HEARTBEAT), from a task of its
+    /// own, and [`LiveChat::presence_expire`](crate::LiveChat::presence_expire) as
+    /// often, from the task that hands over what arrives. The default drops signals:
+    /// typing, receipts and presence then stay on their node.
     fn signal(&self, signal: &Signal) {
         let _ = signal;
     }

@@ -90,6 +90,14 @@ impl LiveSince {
             .insert(room.to_owned(), seq);
     }
 
+    /// The socket left `room`.
+    pub(crate) fn left(&self, room: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(room);
+    }
+
     /// Whether `message` reached the socket live through a room it is still in.
     fn delivered(&self, rooms: &[std::borrow::Cow<'static, str>], message: &Message) -> bool {
         let since = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -600,6 +608,10 @@ impl WriterTask {
     /// Joins `socket` to `room` of `workspace` between two deliveries, noting from
     /// which `seq` on the room delivers to it live.
     fn join_live(&self, socket: &SocketRef, room: String, workspace: WorkspaceId) {
+        if !socket.connected() {
+            // Its join was still queued when it went; a room would keep its id.
+            return;
+        }
         if let Some(live) = socket.extensions.get::<LiveSince>() {
             let since = self.watermarks.get(&workspace).copied().unwrap_or(0);
             live.joined(&room, since);

@@ -40,7 +40,14 @@ struct Typing {
 
 /// Per socket: the workspaces whose room it is in, as presence counts them.
 #[derive(Clone, Default)]
-pub(crate) struct PresenceRooms(Arc<Mutex<std::collections::HashSet<WorkspaceId>>>);
+pub(crate) struct PresenceRooms(Arc<Mutex<Rooms>>);
+
+#[derive(Default)]
+pub(crate) struct Rooms {
+    workspaces: std::collections::HashSet<WorkspaceId>,
+    /// The socket is gone: a join still in its queue must not count it again.
+    closed: bool,
+}
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -127,14 +134,11 @@ impl LiveChat {
         self.inner().presence.online(workspace)
     }
 
-    /// Sends this node's whole presence list to the other nodes (with `ask`, asking
-    /// for theirs at once) and forgets nodes that went silent. A fan-out calls it
-    /// every [`crate::presence::PRESENCE_HEARTBEAT`], and with `ask` once at start.
+    /// Sends this node's whole presence list to the other nodes; with `ask`, asks for
+    /// theirs at once. A fan-out calls it every
+    /// [`crate::presence::PRESENCE_HEARTBEAT`], and with `ask` once at start.
     pub fn presence_heartbeat(&self, ask: bool) {
         let inner = self.inner();
-        for change in inner.presence.expire(Instant::now()) {
-            self.emit_presence_here(&change);
-        }
         if let Some(fanout) = &inner.fanout {
             fanout.signal(&Signal::Presence {
                 node: inner.node,
@@ -146,12 +150,34 @@ impl LiveChat {
         }
     }
 
+    /// Forgets the nodes not heard from for three heartbeats, with their users. A
+    /// fan-out calls it between the signals it hands over, so that a node whose own
+    /// receiving stalls never forgets the others for signals it has not read yet.
+    pub fn presence_expire(&self) {
+        for change in self.inner().presence.expire(Instant::now()) {
+            self.emit_presence_here(&change);
+        }
+    }
+
     /// Counts a socket in the workspace's presence once it is in the room, and sends it
     /// who is online there.
     pub(crate) fn presence_joined(&self, s: &SocketRef, who: &Identity, workspace: WorkspaceId) {
-        let rooms = s.extensions.get::<PresenceRooms>().unwrap_or_default();
-        if locked(&rooms.0).insert(workspace) {
-            let (first_here, change) = self.inner().presence.joined(workspace, &who.user_id);
+        let Some(rooms) = s.extensions.get::<PresenceRooms>() else {
+            return;
+        };
+        let joined = {
+            // Counted under the socket's lock, so that its going away (which takes the
+            // same lock) either sees this join or stops it.
+            let mut rooms = locked(&rooms.0);
+            if rooms.closed {
+                return;
+            }
+            rooms
+                .workspaces
+                .insert(workspace)
+                .then(|| self.inner().presence.joined(workspace, &who.user_id))
+        };
+        if let Some((first_here, change)) = joined {
             self.presence_changed(workspace, &who.user_id, first_here, true, change);
         }
         let list = PresenceList {
@@ -163,9 +189,17 @@ impl LiveChat {
 
     /// The socket left the workspace's room (or is going away).
     pub(crate) fn presence_left(&self, s: &SocketRef, who: &Identity, workspace: WorkspaceId) {
-        let rooms = s.extensions.get::<PresenceRooms>().unwrap_or_default();
-        if locked(&rooms.0).remove(&workspace) {
-            let (last_here, change) = self.inner().presence.left(workspace, &who.user_id);
+        let Some(rooms) = s.extensions.get::<PresenceRooms>() else {
+            return;
+        };
+        let left = {
+            let mut rooms = locked(&rooms.0);
+            rooms
+                .workspaces
+                .remove(&workspace)
+                .then(|| self.inner().presence.left(workspace, &who.user_id))
+        };
+        if let Some((last_here, change)) = left {
             self.presence_changed(workspace, &who.user_id, last_here, false, change);
         }
     }
@@ -196,9 +230,17 @@ impl LiveChat {
             return;
         };
         if let Some(rooms) = s.extensions.get::<PresenceRooms>() {
-            let workspaces: Vec<WorkspaceId> = locked(&rooms.0).iter().copied().collect();
-            for workspace in workspaces {
-                self.presence_left(s, &who, workspace);
+            let gone: Vec<_> = {
+                let mut rooms = locked(&rooms.0);
+                rooms.closed = true;
+                rooms
+                    .workspaces
+                    .drain()
+                    .map(|w| (w, self.inner().presence.left(w, &who.user_id)))
+                    .collect()
+            };
+            for (workspace, (last_here, change)) in gone {
+                self.presence_changed(workspace, &who.user_id, last_here, false, change);
             }
         }
         if let Some(states) = s.extensions.get::<TypingStates>() {
@@ -262,6 +304,11 @@ impl LiveChat {
         let contact = self.contact_or_not_found(req.contact_id).await?;
         self.authorize(who, contact.workspace_id).await?;
         let limits = self.limits();
+        if !s.connected() {
+            // Queued before the socket went: nobody is typing any more. (A stop that
+            // raced past this check follows from the timer.)
+            return Ok(Typed { forwarded: false });
+        }
         let states = s.extensions.get::<TypingStates>().unwrap_or_default();
         let now = Instant::now();
         let (forward, start_timer) = {
@@ -516,11 +563,20 @@ impl LiveChat {
         status: Status,
         twilio_sid: Option<String>,
     ) -> Result<Option<Message>, ChatError> {
+        self.move_status(id, status, status.follows(), twilio_sid)
+            .await
+    }
+
+    /// Moves a message to `status` from one of `from` only; emits the change.
+    pub(crate) async fn move_status(
+        &self,
+        id: MessageId,
+        status: Status,
+        from: &'static [Status],
+        twilio_sid: Option<String>,
+    ) -> Result<Option<Message>, ChatError> {
         let store = &self.inner().store;
-        match store
-            .update_status(id, status, status.follows(), twilio_sid)
-            .await?
-        {
+        match store.update_status(id, status, from, twilio_sid).await? {
             Some(message) => {
                 self.signal(
                     vec![

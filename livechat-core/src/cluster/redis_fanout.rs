@@ -217,19 +217,31 @@ async fn publish(inner: Arc<Inner>, mut to_publish: mpsc::Receiver<Vec<u8>>) {
 }
 
 async fn receive(inner: Arc<Inner>, mut incoming: mpsc::Receiver<PushInfo>, chat: LiveChat) {
-    // Presence: ask the others for their lists now, then send ours on every beat.
+    // Presence: this node's list goes out on a task of its own, so a stalled store
+    // (which holds up this loop) never makes the others think this node is gone.
     chat.presence_heartbeat(true);
-    let mut heartbeat = tokio::time::interval(PRESENCE_HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
+    let beating = chat.clone();
+    let heartbeat = tokio::spawn(async move {
+        let mut beat = tokio::time::interval(PRESENCE_HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        loop {
+            beat.tick().await;
+            beating.presence_heartbeat(false);
+        }
+    });
+    let mut expiry = tokio::time::interval(PRESENCE_HEARTBEAT);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let push = tokio::select! {
+            // What has arrived is read before anyone is forgotten for silence.
+            biased;
             push = incoming.recv() => match push {
                 Some(push) => push,
                 None => break,
             },
-            _ = heartbeat.tick() => {
-                chat.presence_heartbeat(false);
+            _ = expiry.tick() => {
+                chat.presence_expire();
                 continue;
             }
         };
@@ -271,4 +283,5 @@ async fn receive(inner: Arc<Inner>, mut incoming: mpsc::Receiver<PushInfo>, chat
             _ => {}
         }
     }
+    heartbeat.abort();
 }

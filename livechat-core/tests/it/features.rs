@@ -461,3 +461,50 @@ async fn status_changes_are_stored_emitted_and_never_go_back() {
         other => panic!("a status for no message: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_join_still_queued_when_its_socket_goes_never_leaves_it_online() {
+    // Commits take 300 ms: the join waits behind the send in the socket's queue, and
+    // the socket is gone before the join runs.
+    let server = Server::start_with(
+        crate::harness::SlowStore::new(Duration::from_millis(300)),
+        Limits::default(),
+    )
+    .await;
+    let alice = server.connect("alice").await;
+    alice
+        .emit(
+            "send_message",
+            json!({ "contactId": server.contact, "body": "then leave" }),
+        )
+        .await;
+    alice
+        .emit("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    alice.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.chat.stats().committed_messages < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the send never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The queued join has had its turn right after the commit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.chat.online_users(server.ws).is_empty(),
+        "a socket that is gone counts as online: {:?}",
+        server.chat.online_users(server.ws)
+    );
+    let mut carol = server.connect("carol").await;
+    server
+        .chat
+        .add_member(server.ws, UserId::from("carol"), Role::Agent)
+        .await
+        .unwrap();
+    carol
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    assert_eq!(carol.next("presence").await["online"], json!(["carol"]));
+}
