@@ -57,35 +57,30 @@ impl LiveChat {
     /// Emits `event` to the sockets in `rooms` but those in `except`, here and, with a
     /// fan-out, on every other node.
     fn signal<T: Serialize>(&self, rooms: Vec<String>, except: Vec<String>, event: &str, data: &T) {
-        let Ok(data) = serde_json::to_value(data) else {
-            return;
-        };
-        let signal = Signal::Emit {
-            rooms,
-            except,
-            event: event.to_owned(),
-            data,
-        };
-        if let Some(fanout) = &self.inner().fanout {
-            fanout.signal(&signal);
+        if let Some(fanout) = &self.inner().fanout
+            && let Ok(value) = serde_json::to_value(data)
+        {
+            fanout.signal(&Signal::Emit {
+                rooms: rooms.clone(),
+                except: except.clone(),
+                event: event.to_owned(),
+                data: value,
+            });
         }
-        self.emit_here(signal);
+        self.emit_here(rooms, except, event, data);
     }
 
-    fn emit_here(&self, signal: Signal) {
-        let Signal::Emit {
-            rooms,
-            except,
-            event,
-            data,
-        } = signal
-        else {
-            return;
-        };
+    fn emit_here<T: Serialize + ?Sized>(
+        &self,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        event: &str,
+        data: &T,
+    ) {
         // Emitted here and now, not from a task of its own: two signals must reach
         // a socket in the order they were made (a typing "stopped" after its "typing").
         // This node's adapter broadcasts without waiting on anything.
-        let broadcast = self.inner().io.to(rooms).except(except).emit(&event, &data);
+        let broadcast = self.inner().io.to(rooms).except(except).emit(event, data);
         match futures_util::FutureExt::now_or_never(broadcast) {
             // A socket whose buffer is full misses an ephemeral event; its messages
             // are what delivery guarantees, and those have their own path.
@@ -112,21 +107,24 @@ impl LiveChat {
                     self.presence_heartbeat(false);
                 }
             }
-            emit => self.emit_here(emit),
+            Signal::Emit {
+                rooms,
+                except,
+                event,
+                data,
+            } => self.emit_here(rooms, except, &event, &data),
         }
     }
 
     /// A presence change, to this node's sockets in the workspace's room but the
     /// user's own (they know).
     fn emit_presence_here(&self, change: &crate::protocol::PresenceChange) {
-        if let Ok(data) = serde_json::to_value(change) {
-            self.emit_here(Signal::Emit {
-                rooms: vec![workspace_room(change.workspace_id)],
-                except: vec![user_room(&change.user_id)],
-                event: events::PRESENCE.to_owned(),
-                data,
-            });
-        }
+        self.emit_here(
+            vec![workspace_room(change.workspace_id)],
+            vec![user_room(&change.user_id)],
+            events::PRESENCE,
+            change,
+        );
     }
 
     /// Who of the workspace is online, on any node this node hears from, sorted.
@@ -258,7 +256,9 @@ impl LiveChat {
         }
     }
 
-    fn check_signal_budget(&self, s: &SocketRef) -> Result<(), ChatError> {
+    /// Counts a typing, read, reaction or unread-counts request against its socket's
+    /// budget.
+    pub(crate) fn check_signal_budget(&self, s: &SocketRef) -> Result<(), ChatError> {
         match s.extensions.get::<SignalBudget>() {
             Some(budget) => self
                 .inner()
@@ -439,16 +439,6 @@ impl LiveChat {
         Ok(read)
     }
 
-    pub(crate) async fn mark_read_from(
-        &self,
-        s: &SocketRef,
-        who: &Identity,
-        req: MarkReadRequest,
-    ) -> Result<MessagesRead, ChatError> {
-        self.check_signal_budget(s)?;
-        self.mark_read(who, req).await
-    }
-
     /// Adds `who`'s reaction to a message, or removes it when it is there; `reaction`
     /// goes to the contact and workspace rooms. A user has at most
     /// [`crate::Limits::max_reactions_per_user`] reactions on one message.
@@ -506,16 +496,6 @@ impl LiveChat {
         Ok(event)
     }
 
-    pub(crate) async fn react_from(
-        &self,
-        s: &SocketRef,
-        who: &Identity,
-        req: ReactRequest,
-    ) -> Result<ReactionEvent, ChatError> {
-        self.check_signal_budget(s)?;
-        self.react(who, req).await
-    }
-
     /// A message `who` may see, or `not_found` / `forbidden`.
     async fn message_for(&self, who: &Identity, id: MessageId) -> Result<Message, ChatError> {
         let message = self
@@ -540,16 +520,6 @@ impl LiveChat {
             workspace_id: req.workspace_id,
             counts: counts.into_iter().collect(),
         })
-    }
-
-    pub(crate) async fn unread_counts_from(
-        &self,
-        s: &SocketRef,
-        who: &Identity,
-        req: UnreadCountsRequest,
-    ) -> Result<UnreadCounts, ChatError> {
-        self.check_signal_budget(s)?;
-        self.unread_counts(who, req).await
     }
 
     /// Moves a message to `status` (and records the channel's SID): an SMS gateway's

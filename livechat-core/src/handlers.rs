@@ -257,14 +257,20 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &chat,
         &queue,
         events::MARK_READ,
-        |chat, s, who, req: MarkReadRequest| async move { chat.mark_read_from(&s, &who, req).await },
+        |chat, s, who, req: MarkReadRequest| async move {
+            chat.check_signal_budget(&s)?;
+            chat.mark_read(&who, req).await
+        },
     );
     on(
         &s,
         &chat,
         &queue,
         events::REACT,
-        |chat, s, who, req: ReactRequest| async move { chat.react_from(&s, &who, req).await },
+        |chat, s, who, req: ReactRequest| async move {
+            chat.check_signal_budget(&s)?;
+            chat.react(&who, req).await
+        },
     );
     on(
         &s,
@@ -272,7 +278,8 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         &queue,
         events::UNREAD_COUNTS,
         |chat, s, who, req: UnreadCountsRequest| async move {
-            chat.unread_counts_from(&s, &who, req).await
+            chat.check_signal_budget(&s)?;
+            chat.unread_counts(&who, req).await
         },
     );
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::Appended;
 use crate::error::StoreError;
-use crate::model::{Message, NewMessage, WorkspaceId};
+use crate::model::{Message, MessageId, NewMessage, Reaction, WorkspaceId};
 
 /// `(workspace, client_id)`: the idempotency key.
 pub(crate) type Key = (WorkspaceId, String);
@@ -122,5 +122,22 @@ impl Plan {
                     .map_or_else(lost, Ok),
             })
             .collect()
+    }
+}
+
+/// Hands each read reaction to its message (reactions of other messages are ignored).
+pub(super) fn attach_reactions(
+    messages: &mut [Message],
+    reactions: impl IntoIterator<Item = (MessageId, Reaction)>,
+) {
+    let at: HashMap<MessageId, usize> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, i))
+        .collect();
+    for (id, reaction) in reactions {
+        if let Some(&i) = at.get(&id) {
+            messages[i].reactions.push(reaction);
+        }
     }
 }

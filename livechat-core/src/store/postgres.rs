@@ -593,20 +593,19 @@ impl PostgresStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let at: HashMap<MessageId, usize> = messages
+        let reactions = rows
             .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id, i))
-            .collect();
-        for r in &rows {
-            let id = MessageId(r.try_get("message_id").map_err(map_err)?);
-            if let Some(&i) = at.get(&id) {
-                messages[i].reactions.push(Reaction {
-                    emoji: r.try_get("emoji").map_err(map_err)?,
-                    user_id: UserId(r.try_get("user_id").map_err(map_err)?),
-                });
-            }
-        }
+            .map(|r| {
+                Ok((
+                    MessageId(r.try_get("message_id").map_err(map_err)?),
+                    Reaction {
+                        emoji: r.try_get("emoji").map_err(map_err)?,
+                        user_id: UserId(r.try_get("user_id").map_err(map_err)?),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        batch::attach_reactions(messages, reactions);
         Ok(())
     }
 
@@ -644,15 +643,7 @@ impl Directory for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.map(|r| {
-            Ok(Workspace {
-                id: WorkspaceId(r.try_get("id").map_err(map_err)?),
-                name: r.try_get("name").map_err(map_err)?,
-                phone: r.try_get("phone").map_err(map_err)?,
-                created_at: r.try_get("created_at").map_err(map_err)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(workspace_from_row).transpose()
     }
 
     async fn create_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
@@ -696,15 +687,7 @@ impl Directory for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(map_err)?;
-        row.map(|r| {
-            Ok(Workspace {
-                id: WorkspaceId(r.try_get("id").map_err(map_err)?),
-                name: r.try_get("name").map_err(map_err)?,
-                phone: r.try_get("phone").map_err(map_err)?,
-                created_at: r.try_get("created_at").map_err(map_err)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(workspace_from_row).transpose()
     }
 
     async fn contact_for_phone(
@@ -817,6 +800,15 @@ fn page_from_rows(rows: Vec<PgRow>, limit: u32) -> Result<Page, StoreError> {
         .map(message_from_row)
         .collect::<Result<_, _>>()?;
     Ok(Page { messages, has_more })
+}
+
+fn workspace_from_row(r: &PgRow) -> Result<Workspace, StoreError> {
+    Ok(Workspace {
+        id: WorkspaceId(r.try_get("id").map_err(map_err)?),
+        name: r.try_get("name").map_err(map_err)?,
+        phone: r.try_get("phone").map_err(map_err)?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+    })
 }
 
 fn contact_from_row(r: &PgRow) -> Result<Contact, StoreError> {

@@ -689,20 +689,19 @@ impl SqliteStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let at: HashMap<MessageId, usize> = messages
+        let reactions = rows
             .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id, i))
-            .collect();
-        for r in &rows {
-            let id: MessageId = parse(r, "message_id")?;
-            if let Some(&i) = at.get(&id) {
-                messages[i].reactions.push(Reaction {
-                    emoji: r.try_get("emoji").map_err(map_err)?,
-                    user_id: UserId(r.try_get("user_id").map_err(map_err)?),
-                });
-            }
-        }
+            .map(|r| {
+                Ok((
+                    parse(r, "message_id")?,
+                    Reaction {
+                        emoji: r.try_get("emoji").map_err(map_err)?,
+                        user_id: UserId(r.try_get("user_id").map_err(map_err)?),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        batch::attach_reactions(messages, reactions);
         Ok(())
     }
 
@@ -743,15 +742,7 @@ impl Directory for SqliteStore {
             .fetch_optional(&self.readers)
             .await
             .map_err(map_err)?;
-        row.map(|r| {
-            Ok(Workspace {
-                id: parse(&r, "id")?,
-                name: r.try_get("name").map_err(map_err)?,
-                phone: r.try_get("phone").map_err(map_err)?,
-                created_at: r.try_get("created_at").map_err(map_err)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(workspace_from_row).transpose()
     }
 
     async fn create_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
@@ -795,15 +786,7 @@ impl Directory for SqliteStore {
                 .fetch_optional(&self.readers)
                 .await
                 .map_err(map_err)?;
-        row.map(|r| {
-            Ok(Workspace {
-                id: parse(&r, "id")?,
-                name: r.try_get("name").map_err(map_err)?,
-                phone: r.try_get("phone").map_err(map_err)?,
-                created_at: r.try_get("created_at").map_err(map_err)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(workspace_from_row).transpose()
     }
 
     async fn contact_for_phone(
@@ -917,6 +900,15 @@ fn page_from_rows(rows: Vec<SqliteRow>, limit: u32) -> Result<Page, StoreError> 
         .map(message_from_row)
         .collect::<Result<_, _>>()?;
     Ok(Page { messages, has_more })
+}
+
+fn workspace_from_row(r: &SqliteRow) -> Result<Workspace, StoreError> {
+    Ok(Workspace {
+        id: parse(r, "id")?,
+        name: r.try_get("name").map_err(map_err)?,
+        phone: r.try_get("phone").map_err(map_err)?,
+        created_at: r.try_get("created_at").map_err(map_err)?,
+    })
 }
 
 fn contact_from_row(r: &SqliteRow) -> Result<Contact, StoreError> {
