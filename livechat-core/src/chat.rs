@@ -14,6 +14,7 @@ use crate::delivery::{Counters, RecoveryMiss, Stats, Writer, WriterConfig};
 use crate::error::{AuthError, ChatError};
 use crate::guard::{Guard, GuardLimits, OriginPolicy, SocketBudget};
 use crate::handlers::user_room;
+use crate::metrics;
 use crate::model::{
     Contact, ContactId, Direction, Message, MessageId, MsgType, NewMessage, Page, Role, Status,
     UserId, Workspace, WorkspaceId,
@@ -23,7 +24,7 @@ use crate::protocol::{
     ContactRef, HistoryRequest, Joined, SendMessage, SyncRequest, WorkspaceRef, contact_room,
     events, workspace_room,
 };
-use crate::store::{DynStore, NewContact, NewWorkspace, SyncScope, clamp_limit};
+use crate::store::{Appended, DynStore, NewContact, NewWorkspace, SyncScope, clamp_limit};
 
 /// The handle to a running livechat: cheap to clone, shared with the socket handlers.
 ///
@@ -60,6 +61,7 @@ pub(crate) struct Inner {
     pub(crate) fanout: Option<Arc<dyn crate::cluster::Fanout>>,
     /// Set when an SMS outbox runs: woken when an outbound SMS is committed.
     sms_outbox: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    pub(crate) drain: Arc<crate::drain::DrainState>,
 }
 
 /// The directory lookups of the send path, kept in memory: a contact never changes
@@ -151,9 +153,19 @@ enum Actor<'a> {
     Server,
 }
 
+/// Why a request that would open an Engine.IO session is refused.
+#[derive(Debug)]
+pub(crate) enum SessionRefusal {
+    /// The client address is over its budget of connection attempts.
+    Limit(crate::guard::Refusal),
+    /// The node is draining for a shutdown.
+    Draining,
+}
+
 /// A message accepted and queued for its commit.
 pub(crate) struct Committing {
     pending: crate::delivery::Pending,
+    direction: Direction,
     /// The SMS outbox to wake once an outbound SMS is committed.
     outbox: Option<Arc<tokio::sync::Notify>>,
 }
@@ -162,7 +174,21 @@ impl Committing {
     /// The stored message once committed. The writer commits, then delivers; a
     /// duplicate is the stored original, and is not delivered again.
     pub(crate) async fn message(self) -> Result<Message, ChatError> {
-        let message = self.pending.outcome().await?.into_message();
+        let appended = self
+            .pending
+            .outcome()
+            .await
+            .inspect_err(|e| metrics::message_in(self.direction, e.code().as_str()))?;
+        let message = match appended {
+            Appended::Inserted(m) => {
+                metrics::message_in(self.direction, "stored");
+                m
+            }
+            Appended::Duplicate(m) => {
+                metrics::message_in(self.direction, "duplicate");
+                m
+            }
+        };
         if let Some(outbox) = self.outbox {
             outbox.notify_one();
         }
@@ -186,6 +212,7 @@ impl LiveChat {
             moderators,
             fanout,
         } = parts;
+        metrics::describe();
         let guard = Guard::new(GuardLimits {
             connect_rate_per_ip: limits.connect_rate_per_ip,
             max_connections_per_ip: limits.max_connections_per_ip,
@@ -227,21 +254,26 @@ impl LiveChat {
                 presence: Default::default(),
                 fanout,
                 sms_outbox: std::sync::OnceLock::new(),
+                drain: Default::default(),
             }),
         }
     }
 
     /// Counts a request that opens an Engine.IO session against its client address's
     /// connection-attempt budget. A refusal is logged with the address.
-    pub(crate) fn admit_transport<B>(
-        &self,
-        req: &http::Request<B>,
-    ) -> Result<(), crate::guard::Refusal> {
+    pub(crate) fn admit_transport<B>(&self, req: &http::Request<B>) -> Result<(), SessionRefusal> {
         let guard = &self.inner.guard;
         let ip = guard.client_ip(req.extensions(), req.headers());
-        guard
-            .check_connect_rate(ip)
-            .inspect_err(|reason| tracing::warn!(client = ?ip, %reason, "connection refused"))
+        if self.draining() {
+            tracing::debug!(client = ?ip, "connection refused: draining");
+            metrics::connection_refused("draining");
+            return Err(SessionRefusal::Draining);
+        }
+        guard.check_connect_rate(ip).map_err(|reason| {
+            tracing::warn!(client = ?ip, %reason, "connection refused");
+            metrics::connection_refused(reason.metric_reason());
+            SessionRefusal::Limit(reason)
+        })
     }
 
     /// What delivery has done so far: commits, slow consumers cut off, recoveries.
@@ -285,6 +317,9 @@ impl LiveChat {
         who: &Identity,
         req: SendMessage,
     ) -> Result<Committing, ChatError> {
+        if self.draining() {
+            return Err(ChatError::ShuttingDown);
+        }
         let publish = self.publish_from(who, req);
         self.accept(Actor::User(who, budget), publish).await
     }
@@ -315,6 +350,14 @@ impl LiveChat {
     /// Everything before the commit: validation, authorization, the send budgets and
     /// moderation; then the message is queued for the writer.
     async fn accept(&self, actor: Actor<'_>, msg: Publish) -> Result<Committing, ChatError> {
+        let direction = msg.direction;
+        self.checked(actor, msg)
+            .await
+            .inspect_err(|e| metrics::message_in(direction, e.code().as_str()))
+    }
+
+    async fn checked(&self, actor: Actor<'_>, msg: Publish) -> Result<Committing, ChatError> {
+        let received = std::time::Instant::now();
         self.validate(&msg)?;
         let contact = self.contact_or_not_found(msg.contact_id).await?;
         if let Actor::User(who, budget) = actor {
@@ -350,7 +393,8 @@ impl LiveChat {
             moderation_flag,
         };
         Ok(Committing {
-            pending: self.inner.writer.enqueue(new)?,
+            direction: new.direction,
+            pending: self.inner.writer.enqueue(new, received)?,
             outbox,
         })
     }
@@ -395,7 +439,9 @@ impl LiveChat {
                 direction: msg.direction,
                 msg_type: msg.msg_type,
             };
-            let verdict = match moderator.check(candidate).await {
+            let verdict = moderator.check(candidate).await;
+            metrics::plugin_call(moderator.name(), &verdict);
+            let verdict = match verdict {
                 Ok(Verdict::Rewrite(new)) if new.len() > self.inner.limits.max_body_bytes => {
                     Err(ModerationError::InvalidOutput {
                         name: moderator.name().to_owned(),
@@ -612,6 +658,10 @@ impl LiveChat {
                 &*self.inner.store,
             )
             .await?;
+        match outcome {
+            Ok(n) => metrics::recovery(true, n),
+            Err(RecoveryMiss) => metrics::recovery(false, 0),
+        }
         let joined = match outcome {
             Ok(n) => Joined {
                 room,
@@ -726,6 +776,23 @@ impl LiveChat {
             }
         }
         Ok(())
+    }
+
+    /// Sets the gauges of [`metrics`](crate::metrics) that are read rather than
+    /// tracked: open connections by transport, and the commit queue. An exporter
+    /// calls it before it renders (the reference server does, on every scrape of
+    /// `/metrics`); it walks this node's sockets once.
+    pub fn record_gauges(&self) {
+        let (mut websocket, mut polling) = (0usize, 0usize);
+        for s in self.inner.io.sockets() {
+            match s.transport_type() {
+                socketioxide::TransportType::Websocket => websocket += 1,
+                socketioxide::TransportType::Polling => polling += 1,
+            }
+        }
+        ::metrics::gauge!(metrics::CONNECTIONS, "transport" => "websocket").set(websocket as f64);
+        ::metrics::gauge!(metrics::CONNECTIONS, "transport" => "polling").set(polling as f64);
+        ::metrics::gauge!(metrics::COMMIT_QUEUE).set(self.inner.writer.queued() as f64);
     }
 
     /// How many sockets are connected to this node.

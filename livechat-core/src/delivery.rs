@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::Fanout;
 use crate::error::{ChatError, StoreError};
+use crate::metrics;
 use crate::model::{Message, NewMessage, WorkspaceId};
 use crate::protocol::{contact_room, events, workspace_room};
 use crate::store::{Appended, DynStore, SyncScope};
@@ -123,6 +124,9 @@ pub(crate) struct WriterConfig {
 
 type AppendReply = oneshot::Sender<Result<Appended, StoreError>>;
 
+/// A message for the next commit, with the moment its send arrived.
+type Append = (NewMessage, Instant, AppendReply);
+
 /// A message queued for a commit.
 pub(crate) struct Pending(oneshot::Receiver<Result<Appended, StoreError>>);
 
@@ -184,7 +188,7 @@ pub(crate) struct RecoveryMiss;
 pub(crate) struct Writer {
     /// Sends waiting for a commit. Its own queue, so that a flood of steps (another
     /// node's messages, change-feed announcements) never takes the room of sends.
-    appends: mpsc::Sender<(NewMessage, AppendReply)>,
+    appends: mpsc::Sender<Append>,
     steps: mpsc::Sender<Step>,
     task: Mutex<Option<WriterTask>>,
     config: WriterConfig,
@@ -230,11 +234,15 @@ impl Writer {
     /// Queues a message for the next commit. A full queue is refused at once with
     /// `unavailable`, so that load sheds instead of piling up. Messages queued one
     /// after the other are committed in that order.
-    pub(crate) fn enqueue(&self, message: NewMessage) -> Result<Pending, ChatError> {
+    pub(crate) fn enqueue(
+        &self,
+        message: NewMessage,
+        received: Instant,
+    ) -> Result<Pending, ChatError> {
         self.ensure_started();
         let (reply, outcome) = oneshot::channel();
         self.appends
-            .try_send((message, reply))
+            .try_send((message, received, reply))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ChatError::Overloaded {
                     retry_after: Duration::from_millis(200),
@@ -244,6 +252,11 @@ impl Writer {
                 )),
             })?;
         Ok(Pending(outcome))
+    }
+
+    /// Sends waiting for a commit.
+    pub(crate) fn queued(&self) -> usize {
+        self.appends.max_capacity() - self.appends.capacity()
     }
 
     async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Step) -> Option<T> {
@@ -390,7 +403,7 @@ struct Recovering {
 }
 
 struct WriterTask {
-    appends: mpsc::Receiver<(NewMessage, AppendReply)>,
+    appends: mpsc::Receiver<Append>,
     steps: mpsc::Receiver<Step>,
     io: SocketIo,
     store: Arc<dyn DynStore>,
@@ -447,15 +460,23 @@ impl WriterTask {
         }
     }
 
-    async fn commit(&mut self, batch: Vec<(NewMessage, AppendReply)>) {
-        let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    async fn commit(&mut self, batch: Vec<Append>) {
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        for (message, received, reply) in batch {
+            messages.push(message);
+            waiting.push((received, reply));
+        }
+        let started = Instant::now();
         let results = self.store.append_batch(messages).await;
+        metrics::commit(started.elapsed(), results.len());
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        for (result, reply) in results.into_iter().zip(replies) {
+        for (result, (received, reply)) in results.into_iter().zip(waiting) {
             if let Ok(Appended::Inserted(message)) = &result {
                 self.counters.committed.fetch_add(1, Ordering::Relaxed);
-                self.advance(message.workspace_id, message.seq, Some(message))
+                self.advance(message.workspace_id, message.seq, Some((message, "local")))
                     .await;
+                metrics::broadcast_latency(received.elapsed());
                 if let Some(fanout) = &self.fanout {
                     fanout.committed(message);
                 }
@@ -481,8 +502,12 @@ impl WriterTask {
                 let _ = reply.send(watched);
             }
             Step::Remote(message) => {
-                self.advance(message.workspace_id, message.seq, Some(&message))
-                    .await
+                self.advance(
+                    message.workspace_id,
+                    message.seq,
+                    Some((&message, "remote")),
+                )
+                .await
             }
             Step::Announced { workspace, seq } => self.advance(workspace, seq, None).await,
             Step::CatchUp => {
@@ -505,20 +530,26 @@ impl WriterTask {
     }
 
     /// Delivers `workspace` up to `seq`, in order and once: `known` (the message at
-    /// `seq`, when the caller has it) goes out at once if it is the next one; anything
-    /// missing before it is read from the store first. Workspaces without sockets on
-    /// this node are not tracked, and nothing is read for them.
-    async fn advance(&mut self, workspace: WorkspaceId, seq: i64, known: Option<&Message>) {
+    /// `seq`, when the caller has it, and where it came from) goes out at once if it
+    /// is the next one; anything missing before it is read from the store first.
+    /// Workspaces without sockets on this node are not tracked, and nothing is read
+    /// for them.
+    async fn advance(
+        &mut self,
+        workspace: WorkspaceId,
+        seq: i64,
+        known: Option<(&Message, &'static str)>,
+    ) {
         let Some(&delivered) = self.watermarks.get(&workspace) else {
             return;
         };
         if seq <= delivered {
             return;
         }
-        if let Some(message) = known
+        if let Some((message, origin)) = known
             && message.seq == delivered + 1
         {
-            self.deliver(message);
+            self.deliver(message, origin);
             self.watermarks.insert(workspace, message.seq);
             return;
         }
@@ -532,7 +563,7 @@ impl WriterTask {
                 Ok(page) => {
                     let before = delivered;
                     for m in page.messages.iter().take_while(|m| m.seq <= seq) {
-                        self.deliver(m);
+                        self.deliver(m, "store");
                         delivered = m.seq;
                     }
                     if delivered == before || delivered >= seq || !page.has_more {
@@ -545,20 +576,22 @@ impl WriterTask {
                 }
             }
         }
-        if let Some(message) = known
+        if let Some((message, origin)) = known
             && message.seq > delivered
         {
             // The store did not give what came before (it failed to answer): deliver
             // what is at hand rather than hold it; clients resync by seq.
             self.counters.delivery_gaps.fetch_add(1, Ordering::Relaxed);
-            self.deliver(message);
+            self.deliver(message, origin);
             delivered = message.seq;
         }
         self.watermarks.insert(workspace, delivered);
     }
 
     /// Emits to every socket in the contact room or the workspace room, once each.
-    fn deliver(&mut self, message: &Message) {
+    /// `origin` says how this node learned of the message, for the metrics.
+    fn deliver(&mut self, message: &Message, origin: &'static str) {
+        metrics::message_out(origin);
         let rooms = [
             contact_room(message.contact_id),
             workspace_room(message.workspace_id),
@@ -590,18 +623,25 @@ impl WriterTask {
             }
         }
         if let Some(encoded) = encoded {
+            let (mut sent, mut slow, mut closed, mut failed) = (0, 0, 0, 0);
             for socket in sockets {
                 match socket.emit(events::NEW_MESSAGE, &encoded) {
-                    Ok(()) => {}
+                    Ok(()) => sent += 1,
                     Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                        slow += 1;
                         self.cut_off(socket)
                     }
-                    Err(SendError::Socket(SocketError::Closed)) => {}
+                    Err(SendError::Socket(SocketError::Closed)) => closed += 1,
                     Err(e) => {
+                        failed += 1;
                         tracing::warn!(sid = %socket.id, error = %e, "could not deliver a message")
                     }
                 }
             }
+            metrics::deliveries("sent", sent);
+            metrics::deliveries("slow_consumer", slow);
+            metrics::deliveries("closed", closed);
+            metrics::deliveries("failed", failed);
         }
     }
 

@@ -115,6 +115,10 @@ pub enum ChatError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The node is draining for a shutdown and takes no new sends; send again once
+    /// reconnected (with the same `clientId`, so nothing is stored twice).
+    #[error("the server is shutting down: send again once reconnected")]
+    ShuttingDown,
     /// Storage failed; the cause is logged, never sent.
     #[error("storage is unavailable, retry later")]
     Store(#[from] StoreError),
@@ -131,7 +135,7 @@ impl ChatError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Rejected(_) => ErrorCode::Rejected,
-            Self::Overloaded { .. } => ErrorCode::Unavailable,
+            Self::Overloaded { .. } | Self::ShuttingDown => ErrorCode::Unavailable,
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             Self::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
             Self::Store(_) => ErrorCode::Internal,
@@ -154,7 +158,9 @@ impl ChatError {
             Self::RateLimited { retry_after } | Self::Overloaded { retry_after } => {
                 Some(*retry_after)
             }
-            Self::Store(StoreError::Unavailable(_)) => Some(Duration::from_secs(1)),
+            Self::Store(StoreError::Unavailable(_)) | Self::ShuttingDown => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }

@@ -19,9 +19,9 @@ use crate::handlers::user_room;
 use crate::model::{ContactId, Message, MessageId, Reaction, Status, WorkspaceId};
 use crate::presence::PresenceUpdate;
 use crate::protocol::{
-    MAX_EMOJI_BYTES, MarkReadRequest, MessagesRead, PresenceList, ReactRequest, ReactionEvent,
-    Typed, TypingEvent, TypingRequest, UnreadCounts, UnreadCountsRequest, contact_room, events,
-    workspace_room,
+    ContactList, ContactsRequest, DEFAULT_CONTACTS_LIMIT, MAX_CONTACTS_LIMIT, MAX_EMOJI_BYTES,
+    MarkReadRequest, MessagesRead, PresenceList, ReactRequest, ReactionEvent, Typed, TypingEvent,
+    TypingRequest, UnreadCounts, UnreadCountsRequest, contact_room, events, workspace_room,
 };
 use crate::store::Toggled;
 
@@ -519,6 +519,36 @@ impl LiveChat {
         Ok(UnreadCounts {
             workspace_id: req.workspace_id,
             counts: counts.into_iter().collect(),
+        })
+    }
+
+    /// A workspace's contacts, by name then id, for a member of it: at most
+    /// `req.limit` (defaults to [`DEFAULT_CONTACTS_LIMIT`]; `invalid_payload` when it
+    /// is 0 or over [`MAX_CONTACTS_LIMIT`]), and whether there are more.
+    pub async fn contacts(
+        &self,
+        who: &Identity,
+        req: ContactsRequest,
+    ) -> Result<ContactList, ChatError> {
+        let limit = req.limit.unwrap_or(DEFAULT_CONTACTS_LIMIT);
+        if !(1..=MAX_CONTACTS_LIMIT).contains(&limit) {
+            return Err(ChatError::InvalidPayload(format!(
+                "limit must be 1 to {MAX_CONTACTS_LIMIT}, not {limit}"
+            )));
+        }
+        self.authorize(who, req.workspace_id).await?;
+        // One more than asked for tells whether the list goes on.
+        let mut contacts = self
+            .inner()
+            .store
+            .contacts(req.workspace_id, limit + 1)
+            .await?;
+        let has_more = contacts.len() > limit as usize;
+        contacts.truncate(limit as usize);
+        Ok(ContactList {
+            workspace_id: req.workspace_id,
+            contacts,
+            has_more,
         })
     }
 

@@ -194,6 +194,17 @@ pub(crate) enum Refusal {
     ServerFull,
 }
 
+impl Refusal {
+    /// The `reason` label of the refusal in the metrics.
+    pub(crate) fn metric_reason(self) -> &'static str {
+        match self {
+            Self::ConnectRate => "rate_limited",
+            Self::TooManyFromAddress | Self::TooManyForUser => "too_many_connections",
+            Self::ServerFull => "server_full",
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -240,12 +251,18 @@ pub(crate) struct Slot {
     counts: Arc<Mutex<Counts>>,
     ip: Option<IpAddr>,
     user: UserId,
+    since: std::time::Instant,
 }
 
 impl Slot {
     /// The client address the connection counts against, when the host gave one.
     pub(crate) fn ip(&self) -> Option<IpAddr> {
         self.ip
+    }
+
+    /// How long the connection has been open.
+    pub(crate) fn age(&self) -> std::time::Duration {
+        self.since.elapsed()
     }
 }
 
@@ -347,6 +364,7 @@ impl Guard {
             counts: self.counts.clone(),
             ip,
             user: user.clone(),
+            since: std::time::Instant::now(),
         })
     }
 

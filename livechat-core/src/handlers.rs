@@ -46,6 +46,19 @@ enum ConnectRefusal {
     Unauthorized,
     Origin,
     Limit(Refusal),
+    /// The node is draining for a shutdown: connect to another one.
+    Draining,
+}
+
+impl ConnectRefusal {
+    fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Origin => "origin",
+            Self::Limit(r) => r.metric_reason(),
+            Self::Draining => "draining",
+        }
+    }
 }
 
 impl std::fmt::Display for ConnectRefusal {
@@ -54,9 +67,13 @@ impl std::fmt::Display for ConnectRefusal {
             Self::Unauthorized => f.write_str("unauthorized"),
             Self::Origin => f.write_str("forbidden: origin not allowed"),
             Self::Limit(r) => r.fmt(f),
+            Self::Draining => f.write_str(DRAINING),
         }
     }
 }
+
+/// What a client that connects to a draining node is told.
+pub(crate) const DRAINING: &str = "unavailable: the server is shutting down; connect again";
 
 /// The namespace handshake: origin, connect rate, token, connection counts — in that
 /// order, so that the cheap checks shield the expensive ones. Transport opens are
@@ -73,8 +90,12 @@ async fn admit(
     let ip = guard.client_ip(&parts.extensions, &parts.headers);
     let refuse = |refusal: ConnectRefusal, reason: &dyn std::fmt::Display| {
         tracing::warn!(sid = %s.id, client = ?ip, %reason, "connection refused");
+        crate::metrics::connection_refused(refusal.metric_reason());
         Err(refusal)
     };
+    if chat.draining() {
+        return refuse(ConnectRefusal::Draining, &"draining for a shutdown");
+    }
     let origin = parts
         .headers
         .get(http::header::ORIGIN)
@@ -103,6 +124,7 @@ async fn admit(
     s.extensions.insert(guard.socket_budget());
     s.extensions.insert(guard.signal_budget());
     s.extensions.insert(Arc::new(identity));
+    ::metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
     Ok(())
 }
 
@@ -134,7 +156,7 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
         let _ = s.disconnect();
         return;
     };
-    tracing::debug!(sid = %s.id, user = %identity.user_id, transport = ?s.transport_type(), "connected");
+    tracing::debug!(sid = %s.id, user = %identity.user_id, transport = ?s.transport_type(), "connection opened");
     s.join(user_room(&identity.user_id));
     s.extensions.insert(crate::delivery::LiveSince::default());
     s.extensions
@@ -170,16 +192,7 @@ fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
             handle.abort();
         }
         gone_chat.socket_gone(&s);
-        match reason {
-            // An over-limit frame, a malformed packet, a dead peer: worth an operator's eye.
-            DisconnectReason::PacketParsingError
-            | DisconnectReason::TransportError
-            | DisconnectReason::MultipleHttpPollingError
-            | DisconnectReason::HeartbeatTimeout => {
-                tracing::info!(sid = %s.id, %reason, "connection closed")
-            }
-            _ => tracing::debug!(sid = %s.id, %reason, "disconnected"),
-        }
+        log_close(&s, reason);
     });
 
     on(
@@ -413,6 +426,8 @@ fn on_with<Req, Res, F, Fut>(
             };
             let chat = chat.clone();
             let f = f.clone();
+            // Held until the answer is handed over: a drain waits for it.
+            let unanswered = chat.inner().drain.take();
             permit.send(Job {
                 pipelined,
                 run: Box::pin(async move {
@@ -429,12 +444,15 @@ fn on_with<Req, Res, F, Fut>(
                     match outcome {
                         Outcome::Done(result) => {
                             answer(&s, ack, wanted, event, result);
+                            drop(unanswered);
                             None
                         }
                         Outcome::Committing(commit) => Some(Box::pin(async move {
                             let result = commit.await;
-                            Box::new(move || answer(&s, ack, wanted, event, result))
-                                as Box<dyn FnOnce() + Send>
+                            Box::new(move || {
+                                answer(&s, ack, wanted, event, result);
+                                drop(unanswered);
+                            }) as Box<dyn FnOnce() + Send>
                         })
                             as Committing),
                     }
@@ -455,6 +473,7 @@ fn answer<T: Serialize>(
     event: &'static str,
     result: Result<T, ChatError>,
 ) {
+    crate::metrics::request(event, &result);
     if let Err(e) = &result {
         log_refusal(s, event, e);
     }
@@ -473,6 +492,38 @@ fn answer<T: Serialize>(
             tracing::debug!(sid = %s.id, event, error = %e, "could not send livechat:error");
         }
     }
+}
+
+/// The one line a connection leaves in the log, when it ends: who, from where, how
+/// long, and why it ended. Counted in the metrics by reason.
+fn log_close(s: &SocketRef, reason: DisconnectReason) {
+    let label = match reason {
+        DisconnectReason::TransportClose => "transport_closed",
+        DisconnectReason::MultipleHttpPollingError => "polling_error",
+        DisconnectReason::PacketParsingError => "parse_error",
+        DisconnectReason::TransportError => "transport_error",
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::ClientNSDisconnect => "client",
+        DisconnectReason::ServerNSDisconnect => "server",
+        DisconnectReason::ClosingServer => "closing_server",
+    };
+    ::metrics::counter!(crate::metrics::DISCONNECTIONS, "reason" => label).increment(1);
+    let user = s
+        .extensions
+        .get::<Arc<Identity>>()
+        .map(|who| who.user_id.to_string());
+    let slot = s.extensions.get::<Arc<crate::guard::Slot>>();
+    let client = slot.as_ref().and_then(|slot| slot.ip());
+    let open_secs = slot.map(|slot| slot.age().as_secs_f64());
+    tracing::info!(
+        sid = %s.id,
+        ?user,
+        ?client,
+        transport = ?s.transport_type(),
+        ?open_secs,
+        reason = label,
+        "connection closed"
+    );
 }
 
 /// One line per refused request, with the reason, the user and the client address

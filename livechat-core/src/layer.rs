@@ -132,9 +132,19 @@ fn opens_a_session(uri: &Uri) -> bool {
         .any(|pair| pair.starts_with("sid="))
 }
 
-fn refused<B>(refusal: crate::guard::Refusal) -> Response<LiveChatBody<B>> {
-    let mut res = Response::new(Either::Right(Full::from(refusal.to_string())));
-    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+/// `429` for an address over its budget, `503` while the node drains; both tell
+/// the client when to try again (socket.io-client retries with its own backoff).
+fn refused<B>(refusal: crate::chat::SessionRefusal) -> Response<LiveChatBody<B>> {
+    use crate::chat::SessionRefusal;
+    let (status, text) = match refusal {
+        SessionRefusal::Limit(r) => (StatusCode::TOO_MANY_REQUESTS, r.to_string()),
+        SessionRefusal::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::handlers::DRAINING.to_owned(),
+        ),
+    };
+    let mut res = Response::new(Either::Right(Full::from(text)));
+    *res.status_mut() = status;
     res.headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     res

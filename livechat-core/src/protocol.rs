@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::error::{ChatError, ErrorCode};
-use crate::model::{ContactId, Direction, MessageId, MsgType, UserId, WorkspaceId};
+use crate::model::{Contact, ContactId, Direction, MessageId, MsgType, UserId, WorkspaceId};
 
 /// Client → server event names.
 pub mod events {
@@ -48,6 +48,19 @@ pub mod events {
     pub const ERROR: &str = "livechat:error";
     /// Server → client: the outcome of a join with `after` (see `Joined`).
     pub const RECOVERY: &str = "livechat:recovery";
+    /// Server → client: this node is shutting down (see `Draining`). Its connection
+    /// closes next; socket.io-client reconnects by itself, to another node behind a
+    /// load balancer, and the client catches up with `after`.
+    pub const DRAINING: &str = "livechat:draining";
+}
+
+/// The payload of `livechat:draining`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    /// Always `true`: connect again (the stock client does so by itself).
+    pub reconnect: bool,
+    /// Milliseconds within which the connection will be closed.
+    pub closing_within_ms: u64,
 }
 
 /// The room of a contact's conversation.
@@ -253,6 +266,37 @@ pub struct UnreadCounts {
     pub workspace_id: WorkspaceId,
     /// Unread inbound messages per contact; contacts with none are left out.
     pub counts: BTreeMap<ContactId, u64>,
+}
+
+/// What `GET /api/workspaces/{id}/contacts` asks for: one page of a workspace's
+/// contacts, in the order [`ContactList`] describes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactsRequest {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// At most this many: 1 to [`MAX_CONTACTS_LIMIT`]; defaults to
+    /// [`DEFAULT_CONTACTS_LIMIT`]. More is refused with `invalid_payload`, not clamped,
+    /// so that a client never takes a cut list for the whole one.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// How many contacts a [`ContactsRequest`] without a `limit` returns.
+pub const DEFAULT_CONTACTS_LIMIT: u32 = 100;
+
+/// The most contacts one [`ContactsRequest`] may ask for.
+pub const MAX_CONTACTS_LIMIT: u32 = 500;
+
+/// A workspace's contacts: the answer to a [`ContactsRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactList {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// By name (byte order), then by id.
+    pub contacts: Vec<Contact>,
+    /// Whether the workspace has more contacts than the limit let through.
+    pub has_more: bool,
 }
 
 /// Whether a user is online in a workspace.

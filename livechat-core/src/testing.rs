@@ -25,6 +25,7 @@ use crate::store::{Appended, NewContact, NewWorkspace, Store, SyncScope, Toggled
 pub async fn conformance<S: Store>(store: S) {
     let store = Arc::new(store);
     directory(&*store).await;
+    contact_lists(&*store).await;
     append_assigns_seq_per_workspace(&*store).await;
     append_is_idempotent(&*store).await;
     append_refuses_a_foreign_contact(&*store).await;
@@ -388,6 +389,53 @@ async fn mark_read(store: &impl Store) {
         .unwrap();
     let read: Vec<bool> = page.messages.iter().map(|m| m.is_read).collect();
     assert_eq!(read, [true, true, true, false, false]);
+}
+
+async fn contact_lists(store: &impl Store) {
+    let (ws, ada) = workspace_with_contact(store).await;
+    // Two of one name: the id decides between them. "Zoë" and "bo" sort after "Ada"
+    // and "Cy" by bytes, whatever the database's locale would say.
+    let mut names = vec![("Cy", ContactId::new_v4()), ("Cy", ContactId::new_v4())];
+    names.extend([("Zoë", ContactId::new_v4()), ("bo", ContactId::new_v4())]);
+    for (name, id) in &names {
+        store
+            .create_contact(NewContact {
+                id: *id,
+                workspace_id: ws,
+                name: (*name).into(),
+                phone: None,
+            })
+            .await
+            .unwrap();
+    }
+    let (elsewhere, _) = workspace_with_contact(store).await;
+    let mut cys = [names[0].1, names[1].1];
+    cys.sort();
+    let expected = [ada, cys[0], cys[1], names[2].1, names[3].1];
+
+    let all = store.contacts(ws, 100).await.unwrap();
+    let ids: Vec<ContactId> = all.iter().map(|c| c.id).collect();
+    assert_eq!(ids, expected, "by name in byte order, then by id: {all:?}");
+    assert!(
+        all.iter().all(|c| c.workspace_id == ws),
+        "only the workspace's own contacts"
+    );
+    assert_eq!(
+        all[0],
+        store.contact(ada).await.unwrap().unwrap(),
+        "each as `contact` returns it"
+    );
+    let first = store.contacts(ws, 2).await.unwrap();
+    assert_eq!(first, all[..2], "at most `limit`, from the start");
+    assert_eq!(store.contacts(elsewhere, 100).await.unwrap().len(), 1);
+    assert!(
+        store
+            .contacts(WorkspaceId::new_v4(), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no such workspace: no contacts"
+    );
 }
 
 async fn unread_counts(store: &impl Store) {

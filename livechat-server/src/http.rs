@@ -38,6 +38,10 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// The Twilio webhooks' settings, when the SMS channel is on.
     pub twilio: Option<TwilioWebhooks>,
+    /// The plugins loaded at start, in order.
+    pub plugins: Arc<[String]>,
+    /// The Prometheus recorder `/metrics` renders.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// What the Twilio webhooks need to check a request's signature.
@@ -72,12 +76,17 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             "/api/workspaces/{id}/members/{user_id}",
             delete(remove_member),
         )
-        .route("/api/workspaces/{id}/contacts", post(create_contact))
+        .route(
+            "/api/workspaces/{id}/contacts",
+            post(create_contact).get(list_contacts),
+        )
         .route(
             "/api/contacts/{id}/messages",
             post(send_message).get(list_messages),
         )
         .route("/api/workspaces/{id}/unread", get(unread))
+        .route("/", get(inbox_page))
+        .route("/assets/{file}", get(inbox_asset))
         .route("/webhooks/twilio/sms", post(twilio_sms))
         .route("/webhooks/twilio/status", post(twilio_status))
         .route(
@@ -85,6 +94,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -637,6 +647,12 @@ async fn ready(State(s): State<AppState>) -> Response {
             json!(if listening { "listening" } else { "down" }),
         );
     }
+    // Loaded at start: a plugin that does not load stops the start.
+    body.insert("plugins".into(), json!(&*s.plugins));
+    if s.chat.draining() {
+        ready = false;
+        body.insert("draining".into(), json!(true));
+    }
     body.insert(
         "status".into(),
         json!(if ready { "ready" } else { "unavailable" }),
@@ -647,4 +663,171 @@ async fn ready(State(s): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(serde_json::Value::Object(body))).into_response()
+}
+
+/// Prometheus text: what livechat recorded (see `livechat_core::metrics`), with the
+/// gauges read at this moment.
+async fn metrics(State(s): State<AppState>) -> Response {
+    s.chat.record_gauges();
+    s.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct ContactsQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+async fn list_contacts(
+    State(s): State<AppState>,
+    Member(who): Member,
+    path: Result<Path<WorkspaceId>, PathRejection>,
+    query: Result<Query<ContactsQuery>, QueryRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Path(workspace_id) = path?;
+    let Query(q) = query?;
+    let list = s
+        .chat
+        .contacts(
+            &who,
+            livechat_core::protocol::ContactsRequest {
+                workspace_id,
+                limit: q.limit,
+            },
+        )
+        .await?;
+    Ok(Json(list))
+}
+
+/// A file of the demo inbox, embedded in the binary, so that `cargo run` serves the
+/// page with nothing else on disk.
+struct Asset {
+    body: &'static [u8],
+    content_type: &'static str,
+    /// A hash of `body`: the `ETag`, so that a browser revalidates cheaply and still
+    /// never runs a stale script against a newer page after an upgrade.
+    etag: u64,
+}
+
+impl Asset {
+    const fn new(body: &'static [u8], content_type: &'static str) -> Self {
+        // FNV-1a, at compile time: any stable hash of the bytes will do.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut i = 0;
+        while i < body.len() {
+            hash ^= body[i] as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            i += 1;
+        }
+        Self {
+            body,
+            content_type,
+            etag: hash,
+        }
+    }
+}
+
+static INBOX_HTML: Asset = Asset::new(
+    include_bytes!("../assets/inbox.html"),
+    "text/html; charset=utf-8",
+);
+
+/// The page's other files, by name under `/assets/`.
+static ASSETS: [(&str, Asset); 4] = [
+    (
+        "inbox.js",
+        Asset::new(
+            include_bytes!("../assets/inbox.js"),
+            "text/javascript; charset=utf-8",
+        ),
+    ),
+    (
+        "inbox.css",
+        Asset::new(
+            include_bytes!("../assets/inbox.css"),
+            "text/css; charset=utf-8",
+        ),
+    ),
+    (
+        "favicon.svg",
+        Asset::new(include_bytes!("../assets/favicon.svg"), "image/svg+xml"),
+    ),
+    // The official browser bundle of socket.io-client (MIT), vendored unchanged; its
+    // version is in assets/README.md.
+    (
+        "socket.io.min.js",
+        Asset::new(
+            include_bytes!("../assets/vendor/socket.io.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+    ),
+];
+
+/// Scripts, styles, images and connections from this origin only; no inline script or
+/// style, no plugins, no framing, no `<base>`, no form posts.
+const INBOX_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+/// The demo inbox: a page that signs in with the token in its URL's fragment.
+async fn inbox_page(headers: HeaderMap) -> Response {
+    serve_asset(&INBOX_HTML, &headers)
+}
+
+async fn inbox_asset(
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Path(file) = path?;
+    ASSETS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map(|(_, asset)| serve_asset(asset, &headers))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such asset"))
+}
+
+fn serve_asset(asset: &'static Asset, headers: &HeaderMap) -> Response {
+    let etag = format!("\"{:016x}\"", asset.etag);
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
+    };
+    let h = response.headers_mut();
+    // `no-cache`: keep it, but ask first (a 304 costs a header, not the file).
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    if let Ok(etag) = header::HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, etag);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(INBOX_CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    response
 }

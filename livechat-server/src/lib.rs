@@ -17,6 +17,7 @@ use livechat_core::store::sqlite::Durability;
 use livechat_core::store::{PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions};
 use livechat_core::{LiveChat, LiveChatBuilder, TrustedProxies};
 use livechat_plugins::{Plugin, PluginEngine, PluginSettings, bundled};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 pub mod config;
@@ -118,8 +119,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
 
     let (authenticator, signing_secret) = authenticator(config)?;
     let origins = config.origin_policy();
+    let metrics = prometheus();
     let mut builder = LiveChat::builder();
+    let mut plugin_names = Vec::new();
     for plugin in load_plugins(config).await? {
+        plugin_names.push(livechat_core::moderation::Moderator::name(&plugin).to_owned());
         builder = builder.moderator(plugin);
     }
     if let Some(redis) = &redis {
@@ -167,6 +171,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         cluster: cluster.clone(),
         admin_token: Arc::from(admin_token),
         twilio,
+        plugins: plugin_names.into(),
+        metrics,
     };
     let router = http::with_edge_checks(
         http::router(state, config.max_frame_bytes).layer(layer),
@@ -181,6 +187,44 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         demo,
         sms_outbox,
     })
+}
+
+/// The process's Prometheus recorder, installed as the global `metrics` recorder the
+/// first time it is asked for. Latencies are histograms with
+/// [`livechat_core::metrics::LATENCY_BUCKETS`], so that they add up across nodes.
+/// When the host already installed another recorder, this one stays empty and
+/// `/metrics` says so.
+pub fn prometheus() -> PrometheusHandle {
+    use livechat_core::metrics as m;
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    m::LATENCY_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(m::COMMIT_BATCH.into()),
+                        m::BATCH_BUCKETS,
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets refused; latencies become summaries");
+                    PrometheusBuilder::new().build_recorder()
+                }
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed: /metrics stays empty");
+            }
+            m::describe();
+            handle
+        })
+        .clone()
 }
 
 /// The Twilio webhooks' settings and the SMS outbox, as configured.
@@ -253,14 +297,27 @@ pub async fn run(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    let bound = config.shutdown_timeout();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
-        tracing::info!("shutting down: closing sockets");
         let _ = stop_tx.send(true);
-        chat.close().await;
+        tracing::info!(
+            ?bound,
+            sockets = chat.connected_sockets(),
+            "draining: taking no new connections or sends, answering those taken"
+        );
+        // The listener stays open while the sockets drain: their clients get every
+        // answer, and newcomers a `503` that sends them elsewhere rather than a
+        // refused connection. A fifth of the bound is left for HTTP requests.
+        let report = chat.drain(bound * 4 / 5).await;
+        tracing::info!(
+            told = report.told,
+            unanswered = report.unanswered,
+            took = ?report.took,
+            "drained: closing the listener"
+        );
     });
     let mut stop_rx = stop_rx;
-    let bound = config.shutdown_timeout();
     tokio::select! {
         r = serve => r.context("server error")?,
         () = async {

@@ -1,11 +1,15 @@
-//! `livechat-server`: parses settings, sets up logging, runs until SIGINT or SIGTERM.
+//! `livechat-server`: loads settings, sets up logging, runs until SIGINT or SIGTERM.
 
-use clap::Parser;
 use livechat_server::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config = Config::load()?;
+    if config.print_config {
+        // Before the runtime and the logs: printing the configuration starts nothing.
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
     runtime(config.worker_threads)?.block_on(serve(config))
 }
 
@@ -34,7 +38,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries only the address and tokens printed at start.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files or journals.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log_format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -49,6 +55,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(demo) = &started.demo {
             println!("demo workspace: {}", demo.workspace_id);
             println!("demo contact:   {}", demo.contact_id);
+            let links = demo.inbox_links(started.addr);
+            if links.is_empty() {
+                println!(
+                    "demo inbox: http://{}/ (sign in with a member's token)",
+                    started.addr
+                );
+            }
+            for (agent, link) in links {
+                println!("demo inbox as {agent}: {link}");
+            }
             if let Some(token) = &demo.agent_token {
                 println!(
                     "demo agent token (user {}, valid 24 h): {token}",

@@ -399,6 +399,22 @@ impl Directory for MemoryStore {
         Ok(self.lock().contacts.get(&id).map(|c| c.contact.clone()))
     }
 
+    async fn contacts(
+        &self,
+        workspace: WorkspaceId,
+        limit: u32,
+    ) -> Result<Vec<Contact>, StoreError> {
+        let state = self.lock();
+        let mut found: Vec<&Contact> = state
+            .contacts
+            .values()
+            .map(|c| &c.contact)
+            .filter(|c| c.workspace_id == workspace)
+            .collect();
+        found.sort_unstable_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(found.into_iter().take(limit as usize).cloned().collect())
+    }
+
     async fn add_member(
         &self,
         workspace: WorkspaceId,

@@ -248,6 +248,14 @@ pub trait Directory: Send + Sync + 'static {
         id: ContactId,
     ) -> impl Future<Output = Result<Option<Contact>, StoreError>> + Send;
 
+    /// The workspace's contacts ordered by name (byte order, as Rust orders `str`),
+    /// then by id, at most `limit`. Empty when the workspace has none or does not exist.
+    fn contacts(
+        &self,
+        workspace: WorkspaceId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send;
+
     /// Adds a member, or changes the role of an existing one.
     fn add_member(
         &self,
@@ -346,6 +354,11 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn workspace(&self, id: WorkspaceId) -> BoxFuture<'_, Result<Option<Workspace>, StoreError>>;
     fn create_contact(&self, c: NewContact) -> BoxFuture<'_, Result<Contact, StoreError>>;
     fn contact(&self, id: ContactId) -> BoxFuture<'_, Result<Option<Contact>, StoreError>>;
+    fn contacts(
+        &self,
+        w: WorkspaceId,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Contact>, StoreError>>;
     fn add_member(
         &self,
         w: WorkspaceId,
@@ -459,6 +472,13 @@ impl<T: Store> DynStore for T {
     }
     fn contact(&self, id: ContactId) -> BoxFuture<'_, Result<Option<Contact>, StoreError>> {
         Box::pin(Directory::contact(self, id))
+    }
+    fn contacts(
+        &self,
+        w: WorkspaceId,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Contact>, StoreError>> {
+        Box::pin(Directory::contacts(self, w, limit))
     }
     fn add_member(
         &self,

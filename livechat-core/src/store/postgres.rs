@@ -680,6 +680,25 @@ impl Directory for PostgresStore {
         row.as_ref().map(contact_from_row).transpose()
     }
 
+    async fn contacts(
+        &self,
+        workspace: WorkspaceId,
+        limit: u32,
+    ) -> Result<Vec<Contact>, StoreError> {
+        // `COLLATE "C"`: byte order, as SQLite and Rust compare text, whatever the
+        // database's locale; uuids compare by their bytes, as Rust's `Uuid` does.
+        let rows = sqlx::query(
+            "SELECT id, workspace_id, name, phone, created_at FROM contacts \
+             WHERE workspace_id = $1 ORDER BY name COLLATE \"C\", id LIMIT $2",
+        )
+        .bind(workspace.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
     async fn workspace_by_phone(&self, phone: &str) -> Result<Option<Workspace>, StoreError> {
         let row =
             sqlx::query("SELECT id, name, phone, created_at FROM workspaces WHERE phone = $1")

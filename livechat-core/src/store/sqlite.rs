@@ -779,6 +779,25 @@ impl Directory for SqliteStore {
         row.as_ref().map(contact_from_row).transpose()
     }
 
+    async fn contacts(
+        &self,
+        workspace: WorkspaceId,
+        limit: u32,
+    ) -> Result<Vec<Contact>, StoreError> {
+        // SQLite compares text with BINARY (memcmp of the UTF-8) unless told otherwise:
+        // the order Rust gives `str`, and the one the other stores use.
+        let rows = sqlx::query(
+            "SELECT id, workspace_id, name, phone, created_at FROM contacts \
+             WHERE workspace_id = ?1 ORDER BY name, id LIMIT ?2",
+        )
+        .bind(workspace.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
     async fn workspace_by_phone(&self, phone: &str) -> Result<Option<Workspace>, StoreError> {
         let row =
             sqlx::query("SELECT id, name, phone, created_at FROM workspaces WHERE phone = ?1")

@@ -430,6 +430,9 @@ impl Directory for SlowStore {
     async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
         self.inner.contact(id).await
     }
+    async fn contacts(&self, w: WorkspaceId, limit: u32) -> Result<Vec<Contact>, StoreError> {
+        self.inner.contacts(w, limit).await
+    }
     async fn add_member(&self, w: WorkspaceId, u: UserId, r: Role) -> Result<(), StoreError> {
         self.inner.add_member(w, u, r).await
     }

@@ -398,3 +398,29 @@ pub(crate) async fn spawn_binary_with_logs(
         logs.expect("stderr is piped when logs are asked for"),
     )
 }
+
+impl SocketClient {
+    /// Leaves the namespace, as `socket.disconnect()` does in the browser.
+    pub(crate) async fn disconnect(self) {
+        self.client
+            .disconnect()
+            .await
+            .expect("the client could not disconnect");
+    }
+}
+
+/// Sends SIGTERM to a child server and waits (bounded) for it to exit successfully.
+pub(crate) async fn terminate(child: &mut tokio::process::Child, within: Duration) {
+    let pid = child.id().expect("the server is running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success(), "kill -TERM {pid} failed");
+    let status = tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the server did not exit within {within:?} of SIGTERM"))
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

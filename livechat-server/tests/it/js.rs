@@ -177,12 +177,32 @@ async fn the_readme_reconnect_snippet_recovers_everything_with_the_official_clie
     npm_ci().await;
     let server = TestServer::start().await;
     let demo = server.demo().clone();
+    // The demo workspace starts with a few messages of its own: the flow starts after them.
+    let start = {
+        let agent = server
+            .socket("demo-agent", rust_socketio::TransportType::Websocket)
+            .await;
+        let page = agent
+            .call(
+                "sync",
+                serde_json::json!({ "workspaceId": demo.workspace_id, "after": 0 }),
+            )
+            .await;
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .max()
+            .unwrap_or(0)
+    };
     let mut child = Command::new("node")
         .arg("recovery-flow.mjs")
         .arg(server.url(""))
         .arg(server.token("demo-agent"))
         .arg(demo.workspace_id.to_string())
-        .arg("60")
+        .arg((start + 60).to_string())
+        .arg(start.to_string())
         .current_dir(js_dir())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -229,7 +249,7 @@ async fn the_readme_reconnect_snippet_recovers_everything_with_the_official_clie
         .collect();
     assert_eq!(
         seen,
-        (1..=60).collect::<Vec<_>>(),
+        (start + 1..=start + 60).collect::<Vec<_>>(),
         "everything once, in order, across the reconnect"
     );
     assert!(

@@ -115,6 +115,21 @@ fn channel() -> String {
     format!("livechat:test:{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The workspace's last `seq` so far: the demo workspace starts with a few messages.
+async fn last_seq(client: &SocketClient, workspace: &str) -> i64 {
+    let page = client
+        .call(
+            "sync",
+            json!({ "workspaceId": workspace, "after": 0, "limit": 500 }),
+        )
+        .await;
+    assert_eq!(page["has_more"], false, "{page}");
+    seqs(page["messages"].as_array().unwrap())
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+}
+
 fn seqs(messages: &[Value]) -> Vec<i64> {
     messages
         .iter()
@@ -179,6 +194,7 @@ async fn three_nodes_deliver_every_message_to_every_socket_once_in_order() {
     let contact = nodes[0].banner.contact.clone();
     let senders: Vec<SocketClient> =
         futures_util::future::join_all(nodes.iter().map(Node::agent)).await;
+    let base = last_seq(&senders[0], &nodes[0].banner.workspace).await;
     let started = Instant::now();
     let sends = senders
         .iter()
@@ -188,7 +204,7 @@ async fn three_nodes_deliver_every_message_to_every_socket_once_in_order() {
     let total = 3 * EACH;
     assert_eq!(acked.iter().map(BTreeMap::len).sum::<usize>(), total);
 
-    let expected: Vec<i64> = (1..=total as i64).collect();
+    let expected: Vec<i64> = (base + 1..=base + total as i64).collect();
     for (i, agent) in agents.iter_mut().enumerate() {
         let got = agent
             .take("new_message", total, Duration::from_secs(10))
@@ -224,11 +240,12 @@ async fn clients_of_a_node_killed_with_sigkill_recover_on_another_node_without_l
     let contact = b.banner.contact.clone();
     let mut on_a = a.listening_agent(false).await;
     let sender = b.agent().await;
+    let base = last_seq(&sender, &b.banner.workspace).await;
 
     send_all(&sender, &contact, "before", 10).await;
     let before = on_a.take("new_message", 10, Duration::from_secs(10)).await;
-    assert_eq!(seqs(&before), (1..=10).collect::<Vec<_>>());
-    let last_seen = 10;
+    assert_eq!(seqs(&before), (base + 1..=base + 10).collect::<Vec<_>>());
+    let last_seen = base + 10;
 
     a.child.start_kill().unwrap(); // SIGKILL
     a.child.wait().await.unwrap();
@@ -250,7 +267,7 @@ async fn clients_of_a_node_killed_with_sigkill_recover_on_another_node_without_l
     let got = moved.take("new_message", 20, Duration::from_secs(10)).await;
     assert_eq!(
         seqs(&got),
-        (11..=30).collect::<Vec<_>>(),
+        (base + 11..=base + 30).collect::<Vec<_>>(),
         "the missed messages, then live ones: none lost, none twice"
     );
     db.drop_database().await;
@@ -435,6 +452,7 @@ async fn rows_inserted_with_psql_reach_clients_even_after_a_feed_outage() {
     let node = Node::start(&through_gate, None).await;
     let mut agent = node.listening_agent(false).await;
     let (workspace, contact) = (&node.banner.workspace, &node.banner.contact);
+    let base = last_seq(&node.agent().await, workspace).await;
 
     psql(
         &db.url,
@@ -446,7 +464,7 @@ async fn rows_inserted_with_psql_reach_clients_even_after_a_feed_outage() {
     .await;
     let m = agent.next("new_message").await;
     assert_eq!(m["body"], "written with psql");
-    assert_eq!(m["seq"], 1);
+    assert_eq!(m["seq"], base + 1);
 
     gate.cut();
     let down = node
@@ -475,7 +493,7 @@ async fn rows_inserted_with_psql_reach_clients_even_after_a_feed_outage() {
     let burst = agent.take("new_message", 25, Duration::from_secs(10)).await;
     assert_eq!(
         seqs(&burst),
-        (2..=26).collect::<Vec<_>>(),
+        (base + 2..=base + 26).collect::<Vec<_>>(),
         "the burst written during the outage, caught up once and in order"
     );
     db.drop_database().await;

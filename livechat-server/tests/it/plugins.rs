@@ -64,11 +64,10 @@ async fn sanitize_and_moderation_decide_what_agents_see() {
         "moderation: term \"refund\""
     );
 
+    // The demo contact's conversation: the demo's other contacts have messages of
+    // their own.
     let page = agent
-        .call(
-            "sync",
-            json!({ "workspaceId": demo.workspace_id, "after": 0 }),
-        )
+        .call("sync", json!({ "contactId": demo.contact_id, "after": 0 }))
         .await;
     let bodies: Vec<&str> = page["messages"]
         .as_array()

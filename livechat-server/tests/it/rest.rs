@@ -357,6 +357,13 @@ async fn messages_and_the_demo_survive_a_restart_on_the_same_database() {
     let s = TestServer::start_on(&db, &[]).await;
     let demo = s.demo().clone();
     let agent = s.token("demo-agent");
+    let unread = format!("/api/workspaces/{}/unread", demo.workspace_id);
+    let (_, unread_before) = s.request(Method::GET, &unread, Some(&agent), None).await;
+    assert_eq!(
+        unread_before["counts"],
+        json!({ demo.contacts[1].to_string(): 2, demo.contacts[2].to_string(): 1 }),
+        "the demo's inbound messages, not read yet"
+    );
     let (_, sent) = s
         .request(
             Method::POST,
@@ -382,5 +389,98 @@ async fn messages_and_the_demo_survive_a_restart_on_the_same_database() {
         )
         .await;
     assert_eq!(page["messages"], json!([sent]));
+    let (_, unread_again) = s.request(Method::GET, &unread, Some(&agent), None).await;
+    assert_eq!(
+        unread_again, unread_before,
+        "the demo's inbound messages are written once, not at every start"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_lists_the_workspace_contacts() {
+    let s = TestServer::start().await;
+    let demo = s.demo().clone();
+    let path = format!("/api/workspaces/{}/contacts", demo.workspace_id);
+    let agent = s.token("demo-agent");
+
+    let (status, list) = s.request(Method::GET, &path, Some(&agent), None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["workspace_id"], json!(demo.workspace_id));
+    assert_eq!(list["has_more"], false);
+    let contacts = list["contacts"].as_array().unwrap();
+    let names: Vec<&str> = contacts
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Jonas Weber", "Maya Chen", "Priya Shah"], "by name");
+    let mut ids: Vec<Value> = contacts.iter().map(|c| c["id"].clone()).collect();
+    ids.sort_by_key(|id| id.to_string());
+    let mut demo_ids: Vec<Value> = demo.contacts.iter().map(|c| json!(c)).collect();
+    demo_ids.sort_by_key(|id| id.to_string());
+    assert_eq!(ids, demo_ids);
+    let jonas = &contacts[0];
+    for field in ["id", "workspace_id", "name", "phone", "created_at"] {
+        assert!(jonas.get(field).is_some(), "missing {field}: {jonas}");
+    }
+    assert_eq!(jonas["phone"], "+15550142");
+    assert_eq!(jonas["workspace_id"], json!(demo.workspace_id));
+
+    let (status, page) = s
+        .request(Method::GET, &format!("{path}?limit=2"), Some(&agent), None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["contacts"], json!(contacts[..2]));
+    assert_eq!(page["has_more"], true);
+    let (status, _) = s
+        .request(
+            Method::GET,
+            &format!("{path}?limit=500"),
+            Some(&agent),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "the largest limit is allowed");
+
+    let stranger = s.token("mallory");
+    for (bearer, query, status, code) in [
+        (Some(stranger.as_str()), "", 403, "forbidden"),
+        (None, "", 401, "unauthorized"),
+        (Some(agent.as_str()), "?limit=501", 400, "invalid_payload"),
+        (Some(agent.as_str()), "?limit=0", 400, "invalid_payload"),
+        (Some(agent.as_str()), "?limit=many", 400, "invalid_payload"),
+    ] {
+        let (got, body) = s
+            .request(Method::GET, &format!("{path}{query}"), bearer, None)
+            .await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "GET {path}{query}: {body}"
+        );
+    }
+    let (_, body) = s
+        .request(
+            Method::GET,
+            &format!("{path}?limit=501"),
+            Some(&agent),
+            None,
+        )
+        .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("500")),
+        "the refusal says the bound: {body}"
+    );
+    let (status, _) = s
+        .request(
+            Method::GET,
+            &format!("/api/workspaces/{}/contacts", uuid::Uuid::new_v4()),
+            Some(&agent),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "another workspace: not a member");
     s.stop().await;
 }

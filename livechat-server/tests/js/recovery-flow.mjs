@@ -1,9 +1,10 @@
 // The README's reconnect snippet with the official socket.io-client: the transport is
 // dropped mid-stream, the client reconnects by itself and joins with its last seq.
-// Usage: node recovery-flow.mjs <url> <token> <workspaceId> <total>
+// Usage: node recovery-flow.mjs <url> <token> <workspaceId> <total> [<start>]
+// `start`: the workspace's last seq before the test publishes (its demo messages).
 import { io } from "socket.io-client";
 
-const [url, token, workspaceId, total] = process.argv.slice(2);
+const [url, token, workspaceId, total, start = "0"] = process.argv.slice(2);
 const print = (event, data) => console.log(JSON.stringify({ event, data }));
 const socket = io(url, { transports: ["websocket"], auth: { token }, reconnectionDelay: 100 });
 
@@ -12,7 +13,7 @@ const deadline = setTimeout(() => {
   process.exit(2);
 }, 15_000);
 
-let lastSeq = 0;
+let lastSeq = Number(start);
 let connects = 0;
 let dropped = false;
 const seen = [];
