@@ -317,9 +317,6 @@ impl LiveChat {
         who: &Identity,
         req: SendMessage,
     ) -> Result<Committing, ChatError> {
-        if self.draining() {
-            return Err(ChatError::ShuttingDown);
-        }
         let publish = self.publish_from(who, req);
         self.accept(Actor::User(who, budget), publish).await
     }

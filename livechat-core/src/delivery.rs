@@ -474,9 +474,13 @@ impl WriterTask {
         for (result, (received, reply)) in results.into_iter().zip(waiting) {
             if let Ok(Appended::Inserted(message)) = &result {
                 self.counters.committed.fetch_add(1, Ordering::Relaxed);
+                // A workspace is watched here while this node has sockets in it.
+                let watched = self.watermarks.contains_key(&message.workspace_id);
                 self.advance(message.workspace_id, message.seq, Some((message, "local")))
                     .await;
-                metrics::broadcast_latency(received.elapsed());
+                if watched {
+                    metrics::broadcast_latency(received.elapsed());
+                }
                 if let Some(fanout) = &self.fanout {
                     fanout.committed(message);
                 }

@@ -34,8 +34,11 @@ impl DrainState {
         Unanswered(self.clone())
     }
 
+    /// Sequentially consistent with [`take`](Self::take) and the drain's count: a
+    /// request counted before the drain looked is waited for, and one counted after
+    /// sees the drain.
     pub(crate) fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -69,14 +72,17 @@ impl LiveChat {
     /// Drains this node for a shutdown, within `bound`:
     ///
     /// 1. new Engine.IO sessions get `503` with `Retry-After`, namespace connects
-    ///    `connect_error` `unavailable: …`, and new `send_message`s are answered
+    ///    `connect_error` `unavailable: …` (which socket.io-client does not retry by
+    ///    itself), and `send_message`s that arrive from now on are answered
     ///    `unavailable` (`ChatError::ShuttingDown`) — the client sends them again,
     ///    with the same `clientId`, once reconnected;
     /// 2. every socket is sent `livechat:draining` (`{ reconnect: true,
     ///    closing_within_ms }`);
-    /// 3. requests already taken are answered: sends are committed and acked;
-    /// 4. half a second (within the bound) lets long-polling clients fetch what is
-    ///    queued for them;
+    /// 3. requests taken before the drain began are answered: sends are committed
+    ///    and acked (requests other than sends that arrive during the drain are
+    ///    served, but not waited for);
+    /// 4. half a second (at most a quarter of the bound) lets long-polling clients
+    ///    fetch what is queued for them;
     /// 5. every connection is closed at the transport, so that socket.io-client
     ///    reconnects by itself (to another node behind a load balancer), and catches
     ///    up with `after`.
@@ -119,12 +125,12 @@ impl LiveChat {
         // notice and the last acks at once; a long-polling client fetches them with its
         // next poll, which it sends as soon as the previous one is answered.
         if told > 0 {
-            let flushed = (Instant::now() + FLUSH).min(deadline);
+            let flushed = (Instant::now() + FLUSH.min(bound / 4)).min(deadline);
             tokio::time::sleep_until(flushed).await;
         }
         // Closing waits for each transport to end; a peer that does not answer must
-        // not hold the shutdown past its bound.
-        let closing = deadline.max(Instant::now() + Duration::from_millis(500));
+        // not hold the shutdown past its bound (a moment is left for a bound of 0).
+        let closing = deadline.max(Instant::now() + Duration::from_millis(100));
         if tokio::time::timeout_at(closing, self.close())
             .await
             .is_err()

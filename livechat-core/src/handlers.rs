@@ -414,6 +414,21 @@ fn on_with<Req, Res, F, Fut>(
               AckRequested(wanted): AckRequested| {
             // This part runs synchronously as the packet arrives, so queueing here
             // keeps the arrival order.
+            // Counted before the drain flag is read (see `DrainState::draining`).
+            let mut unanswered = Some(chat.inner().drain.take());
+            if chat.draining() {
+                unanswered = None;
+                if event == events::SEND_MESSAGE {
+                    answer(
+                        &s,
+                        ack,
+                        wanted,
+                        event,
+                        Err::<(), _>(ChatError::ShuttingDown),
+                    );
+                    return std::future::ready(());
+                }
+            }
             let permit = match queue.try_reserve() {
                 Ok(permit) => permit,
                 Err(_) => {
@@ -426,8 +441,7 @@ fn on_with<Req, Res, F, Fut>(
             };
             let chat = chat.clone();
             let f = f.clone();
-            // Held until the answer is handed over: a drain waits for it.
-            let unanswered = chat.inner().drain.take();
+            // `unanswered` is held until the answer is handed over: a drain waits for it.
             permit.send(Job {
                 pipelined,
                 run: Box::pin(async move {

@@ -11,8 +11,8 @@
 //! |---|---|---|
 //! | [`CONNECTIONS`] | gauge | `transport`: `websocket`, `polling` |
 //! | [`CONNECTIONS_OPENED`] | counter | |
-//! | [`CONNECTIONS_REFUSED`] | counter | `reason`: `unauthorized`, `forbidden`, `rate_limited`, `too_many_connections`, `unavailable` |
-//! | [`DISCONNECTIONS`] | counter | `reason`: `client`, `transport_closed`, `transport_error`, `heartbeat_timeout`, `parse_error`, `server` |
+//! | [`CONNECTIONS_REFUSED`] | counter | `reason`: `unauthorized`, `origin`, `rate_limited`, `too_many_connections`, `server_full`, `draining` |
+//! | [`DISCONNECTIONS`] | counter | `reason`: `client`, `server`, `transport_closed`, `transport_error`, `polling_error`, `heartbeat_timeout`, `parse_error`, `closing_server` |
 //! | [`REQUESTS`] | counter | `event`, `outcome`: `ok` or an error code |
 //! | [`MESSAGES_IN`] | counter | `direction`, `outcome`: `stored`, `duplicate` or an error code |
 //! | [`MESSAGES_OUT`] | counter | `origin`: `local`, `remote`, `store` |
@@ -118,7 +118,11 @@ pub fn describe() {
     );
 }
 
-pub(crate) fn connection_refused(reason: &'static str) {
+/// Counts a refused connection attempt under [`CONNECTIONS_REFUSED`]. livechat
+/// counts its own refusals; a host that refuses a connection before livechat sees it
+/// (by origin, say, at its edge) counts it here, so that every refusal is in one
+/// place.
+pub fn connection_refused(reason: &'static str) {
     counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
 }
 
@@ -154,6 +158,7 @@ pub(crate) fn commit(took: Duration, messages: usize) {
 }
 
 pub(crate) fn broadcast_latency(took: Duration) {
+    // Only for messages handed to sockets here: the writer calls it after delivery.
     histogram!(BROADCAST_LATENCY).record(took);
 }
 

@@ -579,8 +579,14 @@ function start() {
 
 $("sign-in-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  const params = new URLSearchParams({ token: $("token").value.trim(), workspace: $("workspace").value.trim() });
-  location.hash = params.toString(); // hashchange starts it
+  // Straight to this tab's storage: a token in the address would stay in the history.
+  try {
+    sessionStorage.setItem(
+      SESSION_KEY,
+      JSON.stringify({ token: $("token").value.trim(), workspace: $("workspace").value.trim() }),
+    );
+  } catch {}
+  start();
 });
 $("sign-out").addEventListener("click", () => showSignIn());
 $("composer").addEventListener("submit", (e) => {

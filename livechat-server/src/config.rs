@@ -358,7 +358,8 @@ pub struct Config {
 impl Config {
     /// The shutdown bound.
     pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_secs)
+        // At least a second: a drain needs a moment to answer and close.
+        Duration::from_secs(self.shutdown_timeout_secs.max(1))
     }
 
     /// The browser origins allowed to connect.
@@ -790,6 +791,9 @@ fn file_value(
     if items.is_empty() {
         // Nothing to add when nothing is the default; a default would stay in place.
         return match arg.get_default_values() {
+            // As `--allowed-origins=` does: no browser origin at all, rather than the
+            // local default an absent setting means.
+            [] if key == "allowed_origins" => Ok(Some(String::new())),
             [] => Ok(None),
             default => Err(ConfigError::InvalidValue {
                 path: path.to_owned(),
@@ -903,12 +907,37 @@ fn value_enum<T: ValueEnum, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::
 
 /// The URL without its credentials, for logs.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (head, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (head.find("://"), head.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+            format!("{}://***@{}", &head[..scheme], &head[at + 1..])
         }
-        _ => url.to_owned(),
+        _ => head.to_owned(),
+    };
+    if let Some(query) = query {
+        // sqlx takes `?password=`, redis `?pass=`: any parameter that may carry a
+        // credential keeps its name and loses its value.
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if is_secret_parameter(key) => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
+}
+
+fn is_secret_parameter(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "auth", "cred"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -1006,6 +1035,23 @@ mod tests {
         // Untouched settings keep their defaults.
         assert_eq!(config.rate_limit_burst, 30);
         assert!(config.demo);
+    }
+
+    #[test]
+    fn an_empty_origin_list_in_the_file_allows_no_browser_origin() {
+        let (_dir, path) = file("allowed_origins = []\n");
+        let config = load(&path, &[]).unwrap();
+        let policy = config.origin_policy();
+        assert!(!policy.allows(Some("http://localhost:3000")));
+        assert!(!policy.allows(Some("https://chat.example.com")));
+        // Without the key, pages from localhost are allowed.
+        let (_dir, path) = file("rate_limit_per_sec = 20\n");
+        assert!(
+            load(&path, &[])
+                .unwrap()
+                .origin_policy()
+                .allows(Some("http://localhost:3000"))
+        );
     }
 
     #[test]

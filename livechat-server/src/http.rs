@@ -160,11 +160,15 @@ async fn check_origin(origins: &OriginPolicy, req: Request, next: Next) -> Respo
                 ?origin,
                 "socket.io request refused: origin not allowed"
             );
+            livechat_core::metrics::connection_refused("origin");
             return ApiError::new(ErrorCode::Forbidden, "origin not allowed").into_response();
         }
     }
     next.run(req).await
 }
+
+/// HTTP requests answered with an error, by code (`livechat_http_errors_total`).
+pub const HTTP_ERRORS: &str = "livechat_http_errors_total";
 
 /// An error response.
 #[derive(Debug)]
@@ -221,6 +225,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        metrics::counter!(HTTP_ERRORS, "code" => self.code.as_str()).increment(1);
         (
             status,
             Json(json!({ "error": { "code": self.code, "message": self.message } })),

@@ -222,6 +222,22 @@ pub fn prometheus() -> PrometheusHandle {
                 tracing::warn!("another metrics recorder is installed: /metrics stays empty");
             }
             m::describe();
+            metrics::describe_counter!(http::HTTP_ERRORS, "HTTP requests answered with an error, by code");
+            // Histogram samples wait in a queue until upkeep folds them into buckets:
+            // without a scrape, only this keeps that queue short. A thread, not a task:
+            // the recorder outlives any one runtime.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread: histograms grow until scraped");
+            }
             handle
         })
         .clone()
@@ -573,6 +589,18 @@ mod tests {
         assert_eq!(
             super::config::redact_url("sqlite://livechat.db"),
             "sqlite://livechat.db"
+        );
+        assert_eq!(
+            super::config::redact_url("postgres://u@h/db?password=pw&sslmode=require"),
+            "postgres://***@h/db?password=***&sslmode=require"
+        );
+        assert_eq!(
+            super::config::redact_url("redis+unix:///run/redis.sock?db=1&pass=pw"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            super::config::redact_url("postgres://h/db?application_name=a@b"),
+            "postgres://h/db?application_name=a@b"
         );
     }
 }

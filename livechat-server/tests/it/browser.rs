@@ -75,11 +75,14 @@ async fn npm_ci() {
     {
         return;
     }
-    let status = Command::new("npm")
+    let install = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&dir)
-        .status()
+        .kill_on_drop(true)
+        .status();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(300), install)
         .await
+        .expect("npm ci did not finish within 5 minutes")
         .expect("npm is needed for the browser test (Node.js 20 with npm)");
     assert!(status.success(), "npm ci failed in {}", dir.display());
 }
