@@ -787,9 +787,7 @@ impl LiveChat {
                 socketioxide::TransportType::Polling => polling += 1,
             }
         }
-        ::metrics::gauge!(metrics::CONNECTIONS, "transport" => "websocket").set(websocket as f64);
-        ::metrics::gauge!(metrics::CONNECTIONS, "transport" => "polling").set(polling as f64);
-        ::metrics::gauge!(metrics::COMMIT_QUEUE).set(self.inner.writer.queued() as f64);
+        metrics::gauges(websocket, polling, self.inner.writer.queued());
     }
 
     /// How many sockets are connected to this node.

@@ -124,7 +124,7 @@ async fn admit(
     s.extensions.insert(guard.socket_budget());
     s.extensions.insert(guard.signal_budget());
     s.extensions.insert(Arc::new(identity));
-    ::metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
+    crate::metrics::connection_opened();
     Ok(())
 }
 
@@ -521,7 +521,7 @@ fn log_close(s: &SocketRef, reason: DisconnectReason) {
         DisconnectReason::ServerNSDisconnect => "server",
         DisconnectReason::ClosingServer => "closing_server",
     };
-    ::metrics::counter!(crate::metrics::DISCONNECTIONS, "reason" => label).increment(1);
+    crate::metrics::disconnection(label);
     let user = s
         .extensions
         .get::<Arc<Identity>>()

@@ -31,7 +31,9 @@
 
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 use crate::error::ChatError;
 use crate::model::Direction;
@@ -124,6 +126,20 @@ pub fn describe() {
 /// place.
 pub fn connection_refused(reason: &'static str) {
     counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn connection_opened() {
+    counter!(CONNECTIONS_OPENED).increment(1);
+}
+
+pub(crate) fn disconnection(reason: &'static str) {
+    counter!(DISCONNECTIONS, "reason" => reason).increment(1);
+}
+
+pub(crate) fn gauges(websocket: usize, polling: usize, commit_queue: usize) {
+    gauge!(CONNECTIONS, "transport" => "websocket").set(websocket as f64);
+    gauge!(CONNECTIONS, "transport" => "polling").set(polling as f64);
+    gauge!(COMMIT_QUEUE).set(commit_queue as f64);
 }
 
 pub(crate) fn request<T>(event: &'static str, result: &Result<T, ChatError>) {
