@@ -70,6 +70,9 @@ pub enum ModerationError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
     /// Refuse the message (`rejected`): nothing unchecked reaches agents. The default.
+    /// A moderator that was only overloaded ([`ModerationError::Overloaded`]) has not
+    /// judged the message, so that send is refused with `unavailable` and a retry hint
+    /// instead.
     #[default]
     Closed,
     /// Let the message through as if the moderator had allowed it.

@@ -50,6 +50,23 @@ impl Moderator for Broken {
     }
 }
 
+/// Overloaded for its first check, then allows everything.
+#[derive(Default)]
+struct BusyOnce(std::sync::atomic::AtomicBool);
+
+impl Moderator for BusyOnce {
+    fn name(&self) -> &str {
+        "busy-once"
+    }
+    async fn check(&self, _: Candidate<'_>) -> Result<Verdict, ModerationError> {
+        if self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Ok(Verdict::Allow)
+        } else {
+            Err(ModerationError::Overloaded("busy-once".into()))
+        }
+    }
+}
+
 /// Flags whatever still contains markup when it runs: proves the order.
 struct SeesMarkup;
 
@@ -169,4 +186,35 @@ async fn a_failing_moderator_fails_closed_unless_told_otherwise() {
             json!({ "contactId": open.contact, "body": "hi" }),
         )
         .await;
+}
+
+#[tokio::test]
+async fn an_overloaded_moderator_asks_for_a_retry_instead_of_refusing_the_content() {
+    let server = Server::start_custom(MemoryStore::new(), Limits::default(), |b| {
+        b.moderator(BusyOnce::default())
+    })
+    .await;
+    let mut agent = server.connect("alice").await;
+    agent
+        .call_ok("join_workspace", json!({ "workspaceId": server.ws }))
+        .await;
+    let send = json!({ "contactId": server.contact, "body": "order 4551", "clientId": "c-1" });
+    let e = agent
+        .call_err("send_message", send.clone(), "unavailable")
+        .await;
+    assert!(
+        e["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "an overloaded moderator gives a retry hint: {e}"
+    );
+    let stored = agent.call_ok("send_message", send).await;
+    assert_eq!(stored["body"], "order 4551", "the retry goes through");
+    assert_eq!(agent.next("new_message").await["client_id"], "c-1");
+    let page = agent
+        .call_ok("sync", json!({ "workspaceId": server.ws, "after": 0 }))
+        .await;
+    assert_eq!(
+        page["messages"].as_array().map(Vec::len),
+        Some(1),
+        "stored once: {page}"
+    );
 }
