@@ -8,6 +8,8 @@
 #   SCENARIOS="a b" RUNS=1 benches/compare.sh
 #   TARGETS=livechat SCENARIOS=b RUNS=1 DURATION=5 benches/compare.sh   # a quick look
 #   LIVECHAT_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test benches/compare.sh
+#   LIVECHAT_SERVER=/tmp/old/livechat-server TARGETS=livechat benches/compare.sh   # another build
+#   LIVECHAT_SERVER_ARGS="--commit-batch 256" TARGETS=livechat SCENARIOS=e benches/compare.sh
 #
 # Needs: cargo, node + npm, taskset, python3. Results (one JSON line per run) are kept
 # in target/bench-results/.
@@ -20,6 +22,8 @@ TARGETS=${TARGETS:-"livechat node"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 DURATION=${DURATION:-10}
+LIVECHAT_SERVER=${LIVECHAT_SERVER:-target/release/livechat-server}
+LIVECHAT_SERVER_ARGS=${LIVECHAT_SERVER_ARGS:-}
 LIVECHAT_PORT=3300
 NODE_PORT=3301
 ADMIN_TOKEN=bench-admin-token-0123456789
@@ -47,7 +51,8 @@ wait_port() {
 }
 
 start_livechat() { # $1: database URL
-  taskset -c "$SERVER_CPU" target/release/livechat-server \
+  # shellcheck disable=SC2086
+  taskset -c "$SERVER_CPU" "$LIVECHAT_SERVER" \
     --bind "127.0.0.1:$LIVECHAT_PORT" --database-url "$1" \
     --admin-token "$ADMIN_TOKEN" --jwt-secret "$JWT_SECRET" --demo false \
     --rate-limit-per-sec 10000000 --rate-limit-burst 10000000 \
@@ -55,7 +60,7 @@ start_livechat() { # $1: database URL
     --workspace-rate-limit-per-sec 10000000 --workspace-rate-limit-burst 10000000 \
     --connect-rate-per-ip 1000000 --connect-burst-per-ip 1000000 \
     --max-connections-per-ip 1000000 --max-connections-per-user 1000000 \
-    --max-connections 1000000 >"$work/server.log" 2>&1 &
+    --max-connections 1000000 $LIVECHAT_SERVER_ARGS >"$work/server.log" 2>&1 &
   server_pid=$!
   wait_port "$LIVECHAT_PORT"
 }

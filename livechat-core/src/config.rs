@@ -62,7 +62,9 @@ pub struct Limits {
     /// Sends waiting for the commit writer; more get `unavailable` with a retry hint.
     /// Defaults to 4096.
     pub commit_queue: usize,
-    /// Most messages in one store commit. Defaults to 256.
+    /// Most messages in one store commit. Defaults to 2048: a commit writes each index
+    /// page it touches once, so the more sends share one, the fewer pages each costs;
+    /// a batch only grows this large when that many sends are already waiting.
     pub commit_batch: usize,
     /// How long the writer waits for more sends before committing a batch that is not
     /// full. Defaults to zero: batches form by themselves while a commit is running.
@@ -104,7 +106,7 @@ impl Default for Limits {
             ws_read_buffer_bytes: 1024,
             connect_timeout: Duration::from_secs(10),
             commit_queue: 4096,
-            commit_batch: 256,
+            commit_batch: 2048,
             commit_wait: Duration::ZERO,
             max_recovery_messages: 1000,
             directory_cache_entries: 65_536,

@@ -88,7 +88,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Bucket bounds that suit [`COMMIT_BATCH`].
-pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
 
 /// Gives every metric its description and unit in the installed recorder. Call it
 /// after installing one; building a [`LiveChat`](crate::LiveChat) calls it too.

@@ -267,7 +267,7 @@ pub struct Config {
     pub commit_queue: usize,
 
     /// Most messages in one commit.
-    #[arg(long, env = "LIVECHAT_COMMIT_BATCH", default_value_t = 256)]
+    #[arg(long, env = "LIVECHAT_COMMIT_BATCH", default_value_t = 2048)]
     pub commit_batch: usize,
 
     /// Milliseconds the writer waits for more sends before a commit (0: no wait).
