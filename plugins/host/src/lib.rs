@@ -137,7 +137,8 @@ impl PluginSettings {
         self
     }
 
-    /// Sets the deadline of a call.
+    /// Sets the deadline of a call: how long the guest may run. The time a call waits
+    /// for the runtime after yielding does not count.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
@@ -273,8 +274,65 @@ struct HostState {
     log_line_bytes: usize,
     plugin: String,
     counters: Weak<PluginInner>,
-    /// When the running call must end.
-    call_deadline: Instant,
+    budget: CallBudget,
+}
+
+/// The running call's time limit. It counts the time the guest runs, not the time it
+/// waits for the runtime after a yield: on a busy server a quick check could otherwise
+/// wait past its deadline behind other tasks and be failed (rejected, under a closed
+/// policy) for the server's load, not its own.
+struct CallBudget {
+    deadline: Instant,
+    /// When the call last yielded, until the callback after its return reads it.
+    yielded_at: Option<Instant>,
+    /// Set by the yield itself when the runtime polls the call again.
+    resumed_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl CallBudget {
+    fn new(limit: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + limit,
+            yielded_at: None,
+            resumed_at: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn restart(&mut self, limit: Duration) {
+        self.deadline = Instant::now() + limit;
+        self.yielded_at = None;
+        *self.resumed_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// At an epoch tick: whether the call is out of time, or else the yield to take.
+    fn tick(&mut self) -> UpdateDeadline {
+        if let Some(yielded) = self.yielded_at.take() {
+            let resumed = self
+                .resumed_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(resumed) = resumed {
+                self.deadline += resumed.saturating_duration_since(yielded);
+            }
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            return UpdateDeadline::Interrupt;
+        }
+        self.yielded_at = Some(now);
+        let resumed_at = Arc::clone(&self.resumed_at);
+        // tokio's `yield_now` lets the runtime poll its timers and sockets before the
+        // call goes on; a plain yield would leave them waiting while yielding calls
+        // take turns.
+        UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                *resumed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }),
+        )
+    }
 }
 
 impl WasiView for HostState {
@@ -368,20 +426,13 @@ impl PluginInner {
             plugin: s.name.clone(),
             counters: Arc::downgrade(self),
             // `configure` may take longer than a check: it may build tables.
-            call_deadline: Instant::now() + s.deadline.max(Duration::from_millis(100)),
+            budget: CallBudget::new(s.deadline.max(Duration::from_millis(100))),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // At every tick: past the deadline the call traps with `Interrupt`; before it,
-        // the call yields to the runtime. tokio's `yield_now` lets the runtime poll
-        // its timers and sockets before the call goes on; a plain yield would leave
-        // them waiting while yielding calls take turns.
-        store.epoch_deadline_callback(|ctx| {
-            Ok(match Instant::now() >= ctx.data().call_deadline {
-                true => UpdateDeadline::Interrupt,
-                false => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
-            })
-        });
+        // the call yields to the runtime.
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.tick()));
         store.set_epoch_deadline(1);
         let fail = |reason: String| PluginError::Configure {
             name: s.name.clone(),
@@ -422,7 +473,7 @@ impl PluginInner {
         let s = &self.settings;
         let state = warm.store.data_mut();
         state.logs_left = s.max_log_lines;
-        state.call_deadline = Instant::now() + s.deadline;
+        state.budget.restart(s.deadline);
         warm.store.set_epoch_deadline(1);
         match warm.instance.call_check(&mut warm.store, &message).await {
             Ok(verdict) => {

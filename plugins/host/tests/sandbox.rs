@@ -209,6 +209,58 @@ async fn logs_are_bounded() {
     assert!(stats.logs_dropped >= 9_000, "{stats:?}");
 }
 
+// A busy server must not fail a plugin for its own load: the deadline counts the time
+// the guest runs, not the time it waits for the runtime after a yield.
+#[tokio::test(flavor = "current_thread")]
+async fn waiting_for_a_busy_runtime_does_not_count_against_the_deadline() {
+    let alone = {
+        let probe = hostile("slow", Duration::from_secs(5)).await;
+        let started = Instant::now();
+        probe.check(candidate("go")).await.unwrap();
+        started.elapsed()
+    };
+    assert!(
+        alone >= Duration::from_millis(3),
+        "the slow guest runs long enough to yield ({alone:?})"
+    );
+    let deadline = alone * 3;
+    let plugin = hostile("slow", deadline).await;
+    // Each time the call yields, this task holds the runtime thread for a whole
+    // deadline, as a burst of other work on a saturated server would.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut blocked = 0u32;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && blocked < 3 {
+                std::thread::sleep(deadline);
+                blocked += 1;
+                tokio::task::yield_now().await;
+            }
+            blocked
+        }
+    });
+    // The hog first runs when the call yields: spawned tasks wait for the test's own.
+    let started = Instant::now();
+    let outcome = plugin.check(candidate("go")).await;
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let blocked = hog.await.unwrap();
+    assert!(
+        blocked >= 1 && took > deadline,
+        "the call waited behind the busy runtime (blocked {blocked}×, took {took:?}, deadline {deadline:?})"
+    );
+    assert_eq!(
+        outcome.unwrap(),
+        Verdict::Flag("slow 0".into()),
+        "the call gets its verdict: its own running time ({alone:?} alone) is within the deadline"
+    );
+    assert_eq!(plugin.stats().timeouts, 0);
+    eprintln!(
+        "slow plugin on a busy runtime: {took:?} in all, {alone:?} alone, deadline {deadline:?}"
+    );
+}
+
 // One runtime thread, as livechat-server runs on one core: the plugins' calls and the
 // timer share it, so the timer keeps time only if the calls yield.
 #[tokio::test(flavor = "current_thread")]
