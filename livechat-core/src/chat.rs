@@ -452,13 +452,13 @@ impl LiveChat {
             };
             // A moderator with every slot taken has not judged the message: under a
             // closed policy the sender is told to retry, not that the content was refused.
-            if let Err(ModerationError::Overloaded(name)) = &verdict {
-                if moderator.failure_policy() == FailurePolicy::Closed {
-                    tracing::debug!(moderator = %name, "moderator overloaded: send refused as unavailable");
-                    return Err(ChatError::Overloaded {
-                        retry_after: MODERATOR_RETRY_AFTER,
-                    });
-                }
+            if let Err(ModerationError::Overloaded(name)) = &verdict
+                && moderator.failure_policy() == FailurePolicy::Closed
+            {
+                tracing::debug!(moderator = %name, "moderator overloaded: send refused as unavailable");
+                return Err(ChatError::Overloaded {
+                    retry_after: MODERATOR_RETRY_AFTER,
+                });
             }
             let verdict = verdict.unwrap_or_else(|e| {
                 tracing::warn!(moderator = moderator.name(), error = %e, policy = ?moderator.failure_policy(), "moderation failed");
