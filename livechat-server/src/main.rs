@@ -3,6 +3,13 @@
 use livechat_server::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc: every delivered frame allocates and frees a few buffers of a few hundred
+/// bytes to a few KiB (encoding in socketioxide, engineioxide and tungstenite), where
+/// glibc's malloc spent a quarter of the runtime thread in (e) of `BENCHMARKS.md`.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = Config::load()?;
     if config.print_config {

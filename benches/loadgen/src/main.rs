@@ -23,6 +23,11 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+/// jemalloc, as the server uses: parsing frames allocates per frame, and in fan-out the
+/// load generator is the busier process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 /// How the server under test is prepared.
