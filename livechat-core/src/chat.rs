@@ -26,9 +26,6 @@ use crate::protocol::{
 };
 use crate::store::{Appended, DynStore, NewContact, NewWorkspace, SyncScope, clamp_limit};
 
-/// The retry hint of a send refused because a moderator had no free slot in time.
-const MODERATOR_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
-
 /// The handle to a running livechat: cheap to clone, shared with the socket handlers.
 ///
 /// Server-side code (REST routes, webhooks, jobs) sends through [`LiveChat::publish`]
@@ -450,23 +447,24 @@ impl LiveChat {
                 }
                 other => other,
             };
-            // A moderator with every slot taken has not judged the message: under a
-            // closed policy the sender is told to retry, not that the content was refused.
-            if let Err(ModerationError::Overloaded(name)) = &verdict
-                && moderator.failure_policy() == FailurePolicy::Closed
-            {
-                tracing::debug!(moderator = %name, "moderator overloaded: send refused as unavailable");
-                return Err(ChatError::Overloaded {
-                    retry_after: MODERATOR_RETRY_AFTER,
-                });
-            }
-            let verdict = verdict.unwrap_or_else(|e| {
-                tracing::warn!(moderator = moderator.name(), error = %e, policy = ?moderator.failure_policy(), "moderation failed");
-                match moderator.failure_policy() {
-                    FailurePolicy::Closed => Verdict::Reject("the message could not be checked".into()),
-                    FailurePolicy::Open => Verdict::Allow,
+            let policy = moderator.failure_policy();
+            let verdict = match verdict {
+                Ok(verdict) => verdict,
+                // A moderator with every slot taken has not judged the message: the
+                // sender is told to retry, not that the content was refused.
+                Err(ModerationError::Overloaded(_)) if policy == FailurePolicy::Closed => {
+                    return Err(ChatError::busy());
                 }
-            });
+                Err(e) => {
+                    tracing::warn!(moderator = moderator.name(), error = %e, ?policy, "moderation failed");
+                    match policy {
+                        FailurePolicy::Closed => {
+                            Verdict::Reject("the message could not be checked".into())
+                        }
+                        FailurePolicy::Open => Verdict::Allow,
+                    }
+                }
+            };
             match verdict {
                 Verdict::Allow => {}
                 Verdict::Rewrite(new) => body = std::borrow::Cow::Owned(new),

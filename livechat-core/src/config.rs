@@ -64,7 +64,8 @@ pub struct Limits {
     pub commit_queue: usize,
     /// Most messages in one store commit. Defaults to 2048: a commit writes each index
     /// page it touches once, so the more sends share one, the fewer pages each costs;
-    /// a batch only grows this large when that many sends are already waiting.
+    /// a batch only grows this large when that many sends are already waiting. A
+    /// smaller cap shortens the latency tail at a steady moderate load (`BENCHMARKS.md`).
     pub commit_batch: usize,
     /// How long the writer waits for more sends before committing a batch that is not
     /// full. Defaults to zero: batches form by themselves while a commit is running.

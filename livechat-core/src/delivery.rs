@@ -244,9 +244,7 @@ impl Writer {
         self.appends
             .try_send((message, received, reply))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => ChatError::Overloaded {
-                    retry_after: Duration::from_millis(200),
-                },
+                mpsc::error::TrySendError::Full(_) => ChatError::busy(),
                 mpsc::error::TrySendError::Closed(_) => ChatError::Store(StoreError::Unavailable(
                     "the commit writer has stopped".into(),
                 )),

@@ -109,7 +109,8 @@ pub enum ChatError {
     /// A plugin refused the message.
     #[error("{0}")]
     Rejected(String),
-    /// Too much work queued (the commit queue is full); retry after the hint.
+    /// Too much work queued (the commit queue is full, or a closed-policy moderator had
+    /// no free slot in time); retry after the hint.
     #[error("the server is busy, retry later")]
     Overloaded {
         /// When to retry.
@@ -125,6 +126,13 @@ pub enum ChatError {
 }
 
 impl ChatError {
+    /// [`ChatError::Overloaded`] with the retry hint every bounded queue gives.
+    pub(crate) fn busy() -> Self {
+        Self::Overloaded {
+            retry_after: Duration::from_millis(200),
+        }
+    }
+
     /// The wire code.
     pub fn code(&self) -> ErrorCode {
         match self {

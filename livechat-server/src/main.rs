@@ -3,9 +3,9 @@
 use livechat_server::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// jemalloc: every delivered frame allocates and frees a few buffers of a few hundred
-/// bytes to a few KiB (encoding in socketioxide, engineioxide and tungstenite), where
-/// glibc's malloc spent a quarter of the runtime thread in (e) of `BENCHMARKS.md`.
+/// jemalloc: every delivered frame allocates and frees a few buffers (encoding in
+/// socketioxide, engineioxide and tungstenite), and glibc's malloc took a quarter of
+/// the runtime thread in scenario (e) of `BENCHMARKS.md`.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

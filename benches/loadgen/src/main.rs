@@ -23,12 +23,12 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message as Frame;
 
-/// jemalloc, as the server uses: parsing frames allocates per frame, and in fan-out the
-/// load generator is the busier process.
+/// jemalloc, as the server uses: in fan-out the load generator is near a full core too,
+/// and it allocates per frame it reads.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use tokio_tungstenite::tungstenite::Message as Frame;
 
 /// How the server under test is prepared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -283,53 +283,41 @@ struct HostState {
 /// policy) for the server's load, not its own.
 struct CallBudget {
     deadline: Instant,
-    /// When the call last yielded, until the callback after its return reads it.
-    yielded_at: Option<Instant>,
-    /// Set by the yield itself when the runtime polls the call again.
-    resumed_at: Arc<Mutex<Option<Instant>>>,
+    /// Nanoseconds the call's yields spent waiting to be polled again, not yet added
+    /// to the deadline.
+    waited: Arc<AtomicU64>,
 }
 
 impl CallBudget {
     fn new(limit: Duration) -> Self {
         Self {
             deadline: Instant::now() + limit,
-            yielded_at: None,
-            resumed_at: Arc::new(Mutex::new(None)),
+            waited: Arc::default(),
         }
     }
 
     fn restart(&mut self, limit: Duration) {
         self.deadline = Instant::now() + limit;
-        self.yielded_at = None;
-        *self.resumed_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.waited.store(0, Ordering::Relaxed);
     }
 
     /// At an epoch tick: whether the call is out of time, or else the yield to take.
     fn tick(&mut self) -> UpdateDeadline {
-        if let Some(yielded) = self.yielded_at.take() {
-            let resumed = self
-                .resumed_at
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(resumed) = resumed {
-                self.deadline += resumed.saturating_duration_since(yielded);
-            }
-        }
-        let now = Instant::now();
-        if now >= self.deadline {
+        self.deadline += Duration::from_nanos(self.waited.swap(0, Ordering::Relaxed));
+        if Instant::now() >= self.deadline {
             return UpdateDeadline::Interrupt;
         }
-        self.yielded_at = Some(now);
-        let resumed_at = Arc::clone(&self.resumed_at);
+        let waited = Arc::clone(&self.waited);
         // tokio's `yield_now` lets the runtime poll its timers and sockets before the
         // call goes on; a plain yield would leave them waiting while yielding calls
         // take turns.
         UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
+                let yielded = Instant::now();
                 tokio::task::yield_now().await;
-                *resumed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                let nanos = u64::try_from(yielded.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                waited.fetch_add(nanos, Ordering::Relaxed);
             }),
         )
     }
