@@ -9,7 +9,7 @@ use livechat_core::{Limits, OriginPolicy, Rate, TrustedProxies};
 use rust_socketio::asynchronous::ClientBuilder;
 use serde_json::json;
 
-use crate::harness::{Server, TestClient, token};
+use crate::harness::{Server, TestClient, alone, token};
 
 /// Loopback is a trusted proxy, so `X-Forwarded-For` can stand for distinct clients.
 async fn server_behind_proxy(limits: Limits) -> Server {
@@ -450,6 +450,7 @@ async fn latencies(
 
 #[tokio::test]
 async fn a_flooding_abuser_does_not_slow_a_well_behaved_client() {
+    let _alone = alone().await;
     let server = server_behind_proxy(Limits::default()).await;
     let calm = connect_from(&server, "bob", "203.0.113.10").await.unwrap();
     let contact = json!(server.other_contact);

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use livechat_core::testing::Gate;
 
-use crate::harness::{Server, SlowStore, TestClient, WAIT, token};
+use crate::harness::{Server, SlowStore, TestClient, WAIT, alone, token};
 
 fn seqs(messages: &[Value]) -> Vec<i64> {
     messages
@@ -195,6 +195,7 @@ async fn stalled_client(server: &Server) -> tokio_tungstenite::WebSocketStream<T
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_never_slows_the_others() {
+    let _alone = alone().await;
     let mut limits = Limits::default();
     limits.socket_buffer_packets = 16;
     let server = Server::start_with(MemoryStore::new(), limits).await;
@@ -331,6 +332,7 @@ async fn messages_committed_during_the_backlog_read_come_once_and_in_order() {
 
 #[tokio::test]
 async fn a_flood_of_announcements_from_other_nodes_never_refuses_local_sends() {
+    let _alone = alone().await;
     // Commits take 100 ms and only four sends may wait for one; meanwhile another
     // node's feed announces commits as fast as it can. Sends must still get in.
     let mut limits = Limits::default();

@@ -25,6 +25,16 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(crate) const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
+/// Tests that load the machine on purpose (floods, bursts of connections) or judge
+/// latency take this first, so that no two of them run side by side: one's load
+/// would be the other's delay.
+pub(crate) async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOADING_OR_TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOADING_OR_TIMING.lock().await
+}
+
+/// How much longer a failing `call` waits, only to say whether its answer was late or lost.
+const LATE: Duration = Duration::from_secs(10);
 
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
@@ -51,6 +61,7 @@ impl Server {
         limits: Limits,
         customize: impl FnOnce(LiveChatBuilder) -> LiveChatBuilder,
     ) -> Self {
+        capture_logs();
         let builder = LiveChat::builder()
             .store(store)
             .authenticator(JwtAuthenticator::hs256(SECRET))
@@ -112,6 +123,20 @@ impl Server {
         .await
         .unwrap_or_else(|e| panic!("{user} could not connect: {e}"))
     }
+}
+
+/// Sends the servers' warnings and errors to the running test's captured output, so
+/// that a failing test shows what its server saw. `LIVECHAT_TEST_LOG` takes a filter
+/// in `RUST_LOG` syntax instead (`livechat_core=debug`, say).
+fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVECHAT_TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Only the first call installs it; the others find it there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
 }
 
 async fn seed(chat: &LiveChat, agent: &str) -> (WorkspaceId, ContactId) {
@@ -191,11 +216,25 @@ impl TestClient {
         self.client.emit(event, payload).await.expect("emit");
     }
 
-    /// Emits with an ack callback and returns the ack's first argument.
+    /// Emits with an ack callback and returns the ack's first argument. Without one
+    /// within [`WAIT`] the test fails; it first waits [`LATE`] longer, so that the
+    /// message tells a slow answer (and what it was) from a lost one.
     pub(crate) async fn call(&self, event: &str, payload: Value) -> Value {
-        self.try_call(event, payload, WAIT)
-            .await
-            .unwrap_or_else(|| panic!("no ack for `{event}` within {WAIT:?}"))
+        let sent = tokio::time::Instant::now();
+        let Some(answer) = self.emit_for_ack(event, payload, WAIT + LATE).await else {
+            panic!("`{event}` could not be sent: the connection is gone");
+        };
+        let mut answer = std::pin::pin!(answer);
+        if let Ok(Ok(reply)) = tokio::time::timeout(WAIT, &mut answer).await {
+            return reply;
+        }
+        match tokio::time::timeout(LATE, answer).await {
+            Ok(Ok(reply)) => panic!(
+                "no ack for `{event}` within {WAIT:?}; it came after {:?}: {reply}",
+                sent.elapsed()
+            ),
+            _ => panic!("no ack for `{event}` within {WAIT:?}, nor in the {LATE:?} after"),
+        }
     }
 
     /// Emits with an ack callback; the ack's first argument, or `None` if none comes
@@ -206,6 +245,18 @@ impl TestClient {
         payload: Value,
         within: Duration,
     ) -> Option<Value> {
+        let answer = self.emit_for_ack(event, payload, within).await?;
+        tokio::time::timeout(within, answer).await.ok()?.ok()
+    }
+
+    /// Emits with an ack callback that rust_socketio keeps for `within`; the ack's
+    /// first argument arrives on the receiver. `None` if the emit failed.
+    async fn emit_for_ack(
+        &self,
+        event: &str,
+        payload: Value,
+        within: Duration,
+    ) -> Option<oneshot::Receiver<Value>> {
         let (tx, rx) = oneshot::channel();
         let tx = Arc::new(Mutex::new(Some(tx)));
         self.client
@@ -227,7 +278,7 @@ impl TestClient {
             })
             .await
             .ok()?;
-        tokio::time::timeout(within, rx).await.ok()?.ok()
+        Some(rx)
     }
 
     /// `call`, asserting `ok: true`, returning `data`.
