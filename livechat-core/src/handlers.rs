@@ -84,7 +84,7 @@ async fn admit(
     chat: &LiveChat,
     s: &SocketRef,
     auth: Option<serde_json::Value>,
-) -> Result<(), ConnectRefusal> {
+) -> Result<Arc<Identity>, ConnectRefusal> {
     let parts = s.req_parts();
     let guard = &chat.inner().guard;
     let ip = guard.client_ip(&parts.extensions, &parts.headers);
@@ -120,12 +120,13 @@ async fn admit(
         Ok(slot) => slot,
         Err(r) => return refuse(ConnectRefusal::Limit(r), &r),
     };
+    let identity = Arc::new(identity);
     s.extensions.insert(Arc::new(slot));
     s.extensions.insert(guard.socket_budget());
     s.extensions.insert(guard.signal_budget());
-    s.extensions.insert(Arc::new(identity));
+    s.extensions.insert(identity.clone());
     crate::metrics::connection_opened();
-    Ok(())
+    Ok(identity)
 }
 
 /// Cancels the token-expiry timer when the socket goes away first.
@@ -136,26 +137,27 @@ pub(crate) fn user_room(user: &crate::model::UserId) -> String {
     format!("user:{user}")
 }
 
-/// Registers the `/` namespace: authentication middleware, then the event handlers.
+/// Registers the `/` namespace. Everything happens in the middleware: admission, then
+/// the event handlers. socketioxide sends the connect packet after the middleware and
+/// only then starts the connect handler, in a task of its own; a client that emits
+/// from its `connect` listener (as socket.io-client apps join their rooms) could reach
+/// a socket with no handlers yet, and the event would be dropped.
 pub(crate) fn register(io: &SocketIo, chat: LiveChat) {
-    let auth_chat = chat.clone();
-    let authenticate = move |s: SocketRef, TryData(auth): TryData<serde_json::Value>| {
-        let chat = auth_chat.clone();
-        async move { admit(&chat, &s, auth.ok()).await }
-    };
-    let on_connect = move |s: SocketRef, io: SocketIo| {
-        let chat = chat.clone();
-        async move { on_connect(chat, io, s) }
-    };
-    io.ns("/", on_connect.with(authenticate));
+    let admit_and_handle =
+        move |s: SocketRef, io: SocketIo, TryData(auth): TryData<serde_json::Value>| {
+            let chat = chat.clone();
+            async move {
+                let identity = admit(&chat, &s, auth.ok()).await?;
+                set_up_socket(chat, io, s, &identity);
+                Ok::<_, ConnectRefusal>(())
+            }
+        };
+    io.ns("/", { async || {} }.with(admit_and_handle));
 }
 
-fn on_connect(chat: LiveChat, io: SocketIo, s: SocketRef) {
-    let Some(identity) = s.extensions.get::<Arc<Identity>>() else {
-        // The middleware always inserts it; without one, refuse rather than guess.
-        let _ = s.disconnect();
-        return;
-    };
+/// Sets up an admitted socket: its user room, its state, its request queue and its
+/// handlers.
+fn set_up_socket(chat: LiveChat, io: SocketIo, s: SocketRef, identity: &Identity) {
     tracing::debug!(sid = %s.id, user = %identity.user_id, transport = ?s.transport_type(), "connection opened");
     s.join(user_room(&identity.user_id));
     s.extensions.insert(crate::delivery::LiveSince::default());
