@@ -1,6 +1,7 @@
 //! Socket glue: the connect handshake and one handler per event. No business rules
 //! here — each handler decodes, calls the handle, and answers.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,10 +15,10 @@ use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
 use crate::auth::{Identity, token_from_handshake};
 use crate::chat::LiveChat;
+use crate::drain::Unanswered;
 use crate::error::ChatError;
 use crate::guard::{Refusal, SocketBudget};
 use crate::protocol::{
@@ -129,9 +130,21 @@ async fn admit(
     Ok(identity)
 }
 
-/// Cancels the token-expiry timer when the socket goes away first.
-#[derive(Clone)]
-struct ExpiryTimer(AbortHandle);
+/// When a socket's token expires, and how to reach the socket then.
+struct Expiry {
+    at: tokio::time::Instant,
+    io: SocketIo,
+    sid: socketioxide::socket::Sid,
+}
+
+impl Expiry {
+    fn disconnect(&self) {
+        if let Some(s) = self.io.get_socket(self.sid) {
+            tracing::info!(sid = %self.sid, "token expired, disconnecting");
+            let _ = s.disconnect();
+        }
+    }
+}
 
 pub(crate) fn user_room(user: &crate::model::UserId) -> String {
     format!("user:{user}")
@@ -171,133 +184,119 @@ fn set_up_socket(chat: LiveChat, io: SocketIo, s: SocketRef, identity: &Identity
     // reads, must see them handled in that order: every event is queued here in
     // arrival order and one task per socket works the queue.
     let pending = chat.limits().max_pending_per_socket.max(1);
-    let (queue, jobs) = mpsc::channel::<Job>(pending);
-    tokio::spawn(work_the_queue(jobs, pending));
-
-    if let Some(expires_at) = identity.expires_at {
+    // Boxed, so that the channel's first block of slots is small.
+    let (queue, jobs) = mpsc::channel::<Box<Job>>(pending);
+    // The token's expiry is watched by the same task: no second task per socket, and
+    // nothing to cancel, since the task ends with the socket's queue.
+    let expiry = identity.expires_at.map(|expires_at| {
         let left = (expires_at - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
-        let sid = s.id;
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(left).await;
-            if let Some(s) = io.get_socket(sid) {
-                tracing::info!(%sid, "token expired, disconnecting");
-                let _ = s.disconnect();
-            }
-        });
-        s.extensions.insert(ExpiryTimer(timer.abort_handle()));
-    }
+        Expiry {
+            at: tokio::time::Instant::now() + left,
+            io,
+            sid: s.id,
+        }
+    });
+    tokio::spawn(work_the_queue(jobs, pending, expiry));
+
     let gone_chat = chat.clone();
     s.on_disconnect(move |s: SocketRef, reason: DisconnectReason| async move {
-        if let Some(ExpiryTimer(handle)) = s.extensions.get::<ExpiryTimer>() {
-            handle.abort();
-        }
         gone_chat.socket_gone(&s);
         log_close(&s, reason);
     });
 
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::JOIN_CONTACT,
-        |chat, s, who, req: ContactRef| async move { chat.join_contact(&s, &who, req).await },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::LEAVE_CONTACT,
-        |_, s, _, req: ContactRef| async move {
-            leave(&s, crate::protocol::contact_room(req.contact_id));
-            Ok(serde_json::json!({ "left": crate::protocol::contact_room(req.contact_id) }))
-        },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::JOIN_WORKSPACE,
-        |chat, s, who, req: WorkspaceRef| async move { chat.join_workspace(&s, &who, req).await },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::LEAVE_WORKSPACE,
-        |chat, s, who, req: WorkspaceRef| async move {
-            leave(&s, crate::protocol::workspace_room(req.workspace_id));
-            chat.presence_left(&s, &who, req.workspace_id);
-            Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
-        },
-    );
-    on_with(
-        &s,
-        &chat,
-        &queue,
-        events::SEND_MESSAGE,
-        true,
-        |chat, s, who, req: SendMessage| async move {
-            let budget = s.extensions.get::<SocketBudget>();
-            match chat.send_from_socket(budget.as_ref(), &who, req).await {
-                Ok(committing) => Outcome::Committing(Box::pin(committing.message())),
-                Err(e) => Outcome::Done(Err(e)),
+    // One handler per socket for every event: the routes are shared by all sockets.
+    s.on_fallback(
+        move |s: SocketRef,
+              socketioxide::extract::Event(event): socketioxide::extract::Event,
+              TryData(data): TryData<serde_json::Value>,
+              ack: AckSender,
+              AckRequested(wanted): AckRequested| {
+            // This part runs synchronously as the packet arrives, so queueing here
+            // keeps the arrival order.
+            if let Some((event, route)) = ROUTES.get_key_value(event.as_str()) {
+                let data = data.map_err(|e| {
+                    ChatError::InvalidPayload(format!("the payload does not parse: {e}"))
+                });
+                enqueue(&chat, &queue, event, route, s, data, ack, wanted);
             }
-        },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::HISTORY,
-        |chat, _, who, req: HistoryRequest| async move { chat.history(&who, req).await },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::SYNC,
-        |chat, _, who, req: SyncRequest| async move { chat.sync(&who, req).await },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::TYPING,
-        |chat, s, who, req: TypingRequest| async move { chat.typing(&s, &who, req).await },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::MARK_READ,
-        |chat, s, who, req: MarkReadRequest| async move {
-            chat.check_signal_budget(&s)?;
-            chat.mark_read(&who, req).await
-        },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::REACT,
-        |chat, s, who, req: ReactRequest| async move {
-            chat.check_signal_budget(&s)?;
-            chat.react(&who, req).await
-        },
-    );
-    on(
-        &s,
-        &chat,
-        &queue,
-        events::UNREAD_COUNTS,
-        |chat, s, who, req: UnreadCountsRequest| async move {
-            chat.check_signal_budget(&s)?;
-            chat.unread_counts(&who, req).await
+            std::future::ready(())
         },
     );
 }
+
+/// Every event a client may send, with what handles it.
+static ROUTES: std::sync::LazyLock<HashMap<&'static str, Route>> = std::sync::LazyLock::new(|| {
+    HashMap::from([
+        route(
+            events::JOIN_CONTACT,
+            |chat, s, who, req: ContactRef| async move { chat.join_contact(&s, &who, req).await },
+        ),
+        route(
+            events::LEAVE_CONTACT,
+            |_, s, _, req: ContactRef| async move {
+                leave(&s, crate::protocol::contact_room(req.contact_id));
+                Ok(serde_json::json!({ "left": crate::protocol::contact_room(req.contact_id) }))
+            },
+        ),
+        route(
+            events::JOIN_WORKSPACE,
+            |chat, s, who, req: WorkspaceRef| async move { chat.join_workspace(&s, &who, req).await },
+        ),
+        route(
+            events::LEAVE_WORKSPACE,
+            |chat, s, who, req: WorkspaceRef| async move {
+                leave(&s, crate::protocol::workspace_room(req.workspace_id));
+                chat.presence_left(&s, &who, req.workspace_id);
+                Ok(serde_json::json!({ "left": crate::protocol::workspace_room(req.workspace_id) }))
+            },
+        ),
+        route_with(
+            events::SEND_MESSAGE,
+            true,
+            |chat, s, who, req: SendMessage| async move {
+                let budget = s.extensions.get::<SocketBudget>();
+                match chat.send_from_socket(budget.as_ref(), &who, req).await {
+                    Ok(committing) => Outcome::Committing(Box::pin(committing.message())),
+                    Err(e) => Outcome::Done(Err(e)),
+                }
+            },
+        ),
+        route(
+            events::HISTORY,
+            |chat, _, who, req: HistoryRequest| async move { chat.history(&who, req).await },
+        ),
+        route(events::SYNC, |chat, _, who, req: SyncRequest| async move {
+            chat.sync(&who, req).await
+        }),
+        route(
+            events::TYPING,
+            |chat, s, who, req: TypingRequest| async move { chat.typing(&s, &who, req).await },
+        ),
+        route(
+            events::MARK_READ,
+            |chat, s, who, req: MarkReadRequest| async move {
+                chat.check_signal_budget(&s)?;
+                chat.mark_read(&who, req).await
+            },
+        ),
+        route(
+            events::REACT,
+            |chat, s, who, req: ReactRequest| async move {
+                chat.check_signal_budget(&s)?;
+                chat.react(&who, req).await
+            },
+        ),
+        route(
+            events::UNREAD_COUNTS,
+            |chat, s, who, req: UnreadCountsRequest| async move {
+                chat.check_signal_budget(&s)?;
+                chat.unread_counts(&who, req).await
+            },
+        ),
+    ])
+});
 
 /// Takes a socket out of a room, and forgets when the room began delivering to it.
 pub(crate) fn leave(s: &SocketRef, room: String) {
@@ -329,15 +328,30 @@ enum Outcome<Res> {
 /// socket shares commits (and the broadcasts of one commit share writes). Commits
 /// keep queue order and acks go out in that order; any other event waits until the
 /// sends before it are committed, so a read sees them. At most `max_committing` sends
-/// of one socket wait for commits at once.
-async fn work_the_queue(mut jobs: mpsc::Receiver<Job>, max_committing: usize) {
+/// of one socket wait for commits at once. When the token expires, the socket is
+/// disconnected; the task ends with the socket, whose handler holds the queue's sender.
+async fn work_the_queue(
+    mut jobs: mpsc::Receiver<Box<Job>>,
+    max_committing: usize,
+    mut expiry: Option<Expiry>,
+) {
     use futures_util::StreamExt;
     use futures_util::stream::FuturesOrdered;
 
+    let expires = futures_util::future::OptionFuture::from(
+        expiry.as_ref().map(|e| tokio::time::sleep_until(e.at)),
+    );
+    tokio::pin!(expires);
     let mut committing = FuturesOrdered::<Committing>::new();
     loop {
         let job = tokio::select! {
             biased;
+            _ = &mut expires, if expiry.is_some() => {
+                if let Some(expiry) = expiry.take() {
+                    expiry.disconnect();
+                }
+                continue;
+            }
             Some(answer) = committing.next(), if !committing.is_empty() => {
                 answer();
                 continue;
@@ -370,113 +384,130 @@ async fn work_the_queue(mut jobs: mpsc::Receiver<Job>, max_committing: usize) {
     }
 }
 
-/// Registers one event that is answered when its handler returns.
-fn on<Req, Res, F, Fut>(
-    s: &SocketRef,
-    chat: &LiveChat,
-    queue: &mpsc::Sender<Job>,
-    event: &'static str,
-    f: F,
-) where
+/// How one event is handled: a job for the socket's queue, made from the request as it
+/// arrived. The job holds the request's `Unanswered` until the answer is handed over:
+/// a drain waits for it.
+struct Route {
+    /// Whether it may start while earlier sends of the socket are still committing.
+    pipelined: bool,
+    job: Box<JobMaker>,
+}
+
+type JobMaker = dyn Fn(
+        LiveChat,
+        SocketRef,
+        Result<serde_json::Value, ChatError>,
+        AckSender,
+        bool,
+        Option<Unanswered>,
+    ) -> Pin<Box<dyn Future<Output = Option<Committing>> + Send>>
+    + Send
+    + Sync;
+
+/// An event that is answered when its handler returns.
+fn route<Req, Res, F, Fut>(event: &'static str, f: F) -> (&'static str, Route)
+where
     Req: DeserializeOwned + Send + 'static,
     Res: Serialize + Send + 'static,
     F: Fn(LiveChat, SocketRef, Arc<Identity>, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Res, ChatError>> + Send + 'static,
 {
-    on_with(s, chat, queue, event, false, move |chat, s, who, req| {
+    route_with(event, false, move |chat, s, who, req| {
         let answered = f(chat, s, who, req);
         async move { Outcome::Done(answered.await) }
-    });
+    })
 }
 
-/// Registers one event: queue it in arrival order; the socket's worker decodes the
-/// payload (a parse failure is answered, never dropped), runs `f`, and answers through
-/// the ack or with `livechat:error`. A socket with too many requests pending is told
-/// `rate_limited` at once.
-fn on_with<Req, Res, F, Fut>(
-    s: &SocketRef,
-    chat: &LiveChat,
-    queue: &mpsc::Sender<Job>,
-    event: &'static str,
-    pipelined: bool,
-    f: F,
-) where
+/// An event whose job decodes the payload (a parse failure is answered, never
+/// dropped), runs `f`, and answers through the ack or with `livechat:error`.
+fn route_with<Req, Res, F, Fut>(event: &'static str, pipelined: bool, f: F) -> (&'static str, Route)
+where
     Req: DeserializeOwned + Send + 'static,
     Res: Serialize + Send + 'static,
     F: Fn(LiveChat, SocketRef, Arc<Identity>, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Outcome<Res>> + Send + 'static,
 {
-    let chat = chat.clone();
-    let queue = queue.clone();
-    s.on(
-        event,
-        move |s: SocketRef,
-              TryData(data): TryData<serde_json::Value>,
-              ack: AckSender,
-              AckRequested(wanted): AckRequested| {
-            // This part runs synchronously as the packet arrives, so queueing here
-            // keeps the arrival order.
-            // Counted before the drain flag is read (see `DrainState::draining`).
-            let mut unanswered = Some(chat.inner().drain.take());
-            if chat.draining() {
-                unanswered = None;
-                if event == events::SEND_MESSAGE {
-                    answer(
-                        &s,
-                        ack,
-                        wanted,
-                        event,
-                        Err::<(), _>(ChatError::ShuttingDown),
-                    );
-                    return std::future::ready(());
-                }
-            }
-            let permit = match queue.try_reserve() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    let busy = ChatError::RateLimited {
-                        retry_after: BUSY_RETRY,
-                    };
-                    answer(&s, ack, wanted, event, Err::<(), _>(busy));
-                    return std::future::ready(());
-                }
+    let job = move |chat: LiveChat,
+                    s: SocketRef,
+                    data: Result<serde_json::Value, ChatError>,
+                    ack: AckSender,
+                    wanted: bool,
+                    unanswered: Option<Unanswered>| {
+        let f = f.clone();
+        Box::pin(async move {
+            let decoded = data.and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
+            let outcome = match (decoded, s.extensions.get::<Arc<Identity>>()) {
+                (Ok(req), Some(who)) => f(chat, s.clone(), who, req).await,
+                (Ok(_), None) => Outcome::Done(Err(ChatError::Unauthorized)),
+                (Err(e), _) => Outcome::Done(Err(e)),
             };
-            let chat = chat.clone();
-            let f = f.clone();
-            // `unanswered` is held until the answer is handed over: a drain waits for it.
-            permit.send(Job {
-                pipelined,
-                run: Box::pin(async move {
-                    let decoded = data
-                        .map_err(|e| {
-                            ChatError::InvalidPayload(format!("the payload does not parse: {e}"))
-                        })
-                        .and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
-                    let outcome = match (decoded, s.extensions.get::<Arc<Identity>>()) {
-                        (Ok(req), Some(who)) => f(chat, s.clone(), who, req).await,
-                        (Ok(_), None) => Outcome::Done(Err(ChatError::Unauthorized)),
-                        (Err(e), _) => Outcome::Done(Err(e)),
-                    };
-                    match outcome {
-                        Outcome::Done(result) => {
-                            answer(&s, ack, wanted, event, result);
-                            drop(unanswered);
-                            None
-                        }
-                        Outcome::Committing(commit) => Some(Box::pin(async move {
-                            let result = commit.await;
-                            Box::new(move || {
-                                answer(&s, ack, wanted, event, result);
-                                drop(unanswered);
-                            }) as Box<dyn FnOnce() + Send>
-                        })
-                            as Committing),
-                    }
-                }),
-            });
-            std::future::ready(())
+            match outcome {
+                Outcome::Done(result) => {
+                    answer(&s, ack, wanted, event, result);
+                    drop(unanswered);
+                    None
+                }
+                Outcome::Committing(commit) => Some(Box::pin(async move {
+                    let result = commit.await;
+                    Box::new(move || {
+                        answer(&s, ack, wanted, event, result);
+                        drop(unanswered);
+                    }) as Box<dyn FnOnce() + Send>
+                }) as Committing),
+            }
+        }) as Pin<Box<dyn Future<Output = Option<Committing>> + Send>>
+    };
+    (
+        event,
+        Route {
+            pipelined,
+            job: Box::new(job),
         },
-    );
+    )
+}
+
+/// Queues one request of a socket in arrival order. While draining, a send is refused
+/// at once; a socket with too many requests pending is told `rate_limited` at once.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one incoming packet"
+)]
+fn enqueue(
+    chat: &LiveChat,
+    queue: &mpsc::Sender<Box<Job>>,
+    event: &'static str,
+    route: &Route,
+    s: SocketRef,
+    data: Result<serde_json::Value, ChatError>,
+    ack: AckSender,
+    wanted: bool,
+) {
+    // Counted before the drain flag is read (see `DrainState::draining`).
+    let mut unanswered = Some(chat.inner().drain.take());
+    if chat.draining() {
+        unanswered = None;
+        if event == events::SEND_MESSAGE {
+            answer(
+                &s,
+                ack,
+                wanted,
+                event,
+                Err::<(), _>(ChatError::ShuttingDown),
+            );
+            return;
+        }
+    }
+    let Ok(permit) = queue.try_reserve() else {
+        let busy = ChatError::RateLimited {
+            retry_after: BUSY_RETRY,
+        };
+        answer(&s, ack, wanted, event, Err::<(), _>(busy));
+        return;
+    };
+    permit.send(Box::new(Job {
+        pipelined: route.pipelined,
+        run: (route.job)(chat.clone(), s, data, ack, wanted, unanswered),
+    }));
 }
 
 /// The retry hint for a socket whose request queue is full.
