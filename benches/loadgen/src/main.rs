@@ -1,9 +1,9 @@
 //! `livechat-loadgen`: drives a Socket.IO chat server (livechat-server, or the Node.js
 //! baseline) with many websocket clients and prints one JSON line of results.
 //!
-//! It speaks Engine.IO v4 / Socket.IO v5 over websockets itself, with no client
-//! library, so that it stays cheap enough never to be the bottleneck: frames are
-//! matched by prefix and only the fields it needs are read.
+//! It speaks the wire protocol itself through this package's library
+//! ([`livechat_loadgen::Client`]), so that it stays cheap enough never to be the
+//! bottleneck.
 //!
 //! Each client joins one workspace room and one contact room; the first `senders`
 //! clients also send to their contact, at a fixed total `rate` or as fast as a window
@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use livechat_loadgen::{Client, ack_of};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -182,7 +183,8 @@ async fn run(args: Args) -> anyhow::Result<Value> {
             },
             window: args.window.max(1),
         });
-        tasks.push(tokio::spawn(client.drive(
+        tasks.push(tokio::spawn(drive(
+            client,
             seat,
             plan,
             shared,
@@ -355,195 +357,128 @@ fn random_id() -> String {
     format!("{:08x}-0000-4000-8000-{:012x}", t as u32, n)
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A connected Socket.IO client on a raw websocket.
-struct Client {
-    ws: Ws,
-}
-
 struct SendPlan {
     rate_per_sender: Option<f64>,
     window: usize,
 }
 
+/// A seat's connection, with the seat's token.
 async fn connect(url: &str, seat: &Seat) -> anyhow::Result<Client> {
-    let ws_url = format!(
-        "{}/socket.io/?EIO=4&transport=websocket",
-        url.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
-        .await
-        .with_context(|| format!("connecting to {ws_url}"))?;
-    // Engine.IO open packet, then the namespace connect with the token.
-    let open = next_text(&mut ws).await?;
-    if !open.starts_with('0') {
-        bail!("expected an Engine.IO open packet, got {open}");
-    }
-    ws.send(Frame::text(format!("40{}", json!({ "token": seat.token }))))
-        .await?;
-    loop {
-        let frame = next_text(&mut ws).await?;
-        if frame.starts_with("40") {
-            return Ok(Client { ws });
-        }
-        if frame.starts_with("44") {
-            bail!("connect refused: {frame}");
-        }
-    }
+    Client::connect(url, &seat.token).await
 }
 
-async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .context("no frame within 30 s")?
-            .context("connection closed")??;
-        match frame {
-            Frame::Text(t) if t.as_str() == "2" => ws.send(Frame::text("3")).await?,
-            Frame::Text(t) => return Ok(t.to_string()),
-            Frame::Close(_) => bail!("connection closed"),
-            _ => {}
+/// Reads everything; sends by plan; counts and measures, until `done`. Returns the
+/// latencies it saw.
+async fn drive(
+    client: Client,
+    seat: Seat,
+    plan: Option<SendPlan>,
+    shared: Arc<Shared>,
+    per_workspace: Arc<Vec<u64>>,
+    (start, mut done): (Instant, tokio::sync::watch::Receiver<bool>),
+) -> Histogram<u64> {
+    let (mut sink, mut stream) = client.ws.split();
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    // Sends in flight: ack id → send time (µs).
+    let mut in_flight: HashMap<u64, u64> = HashMap::new();
+    let mut next_id = 10u64;
+    let fanout = per_workspace[seat.workspace_index];
+    let mut tick = plan.as_ref().and_then(|p| p.rate_per_sender).map(|r| {
+        let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        i
+    });
+    let window = plan.as_ref().map_or(0, |p| p.window);
+    let sending = plan.is_some();
+    let send_one = |in_flight: &mut HashMap<u64, u64>, next_id: &mut u64| -> Option<String> {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return None;
+        }
+        let t = start.elapsed().as_micros() as u64;
+        let id = *next_id;
+        *next_id += 1;
+        in_flight.insert(id, t);
+        if in_window(&shared, t) {
+            shared.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        // A clientId on every send, as the seed frontend does for safe retries; the
+        // server then checks it against the stored keys.
+        Some(format!(
+            "42{id}[\"send_message\",{{\"contactId\":\"{}\",\"clientId\":\"{}-{id}\",\"body\":\"{t}\"}}]",
+            seat.contact, seat.key_prefix
+        ))
+    };
+    // Max-rate mode: fill the window at once.
+    if sending && tick.is_none() {
+        for _ in 0..window {
+            if let Some(frame) = send_one(&mut in_flight, &mut next_id)
+                && sink.send(Frame::text(frame)).await.is_err()
+            {
+                return latency;
+            }
         }
     }
-}
-
-impl Client {
-    async fn emit_ack(&mut self, id: u64, event: &str, payload: Value) -> anyhow::Result<()> {
-        self.ws
-            .send(Frame::text(format!("42{id}{}", json!([event, payload]))))
-            .await?;
-        Ok(())
-    }
-
-    async fn wait_acks(&mut self, ids: &[u64]) -> anyhow::Result<()> {
-        let mut left: Vec<u64> = ids.to_vec();
-        while !left.is_empty() {
-            let frame = next_text(&mut self.ws).await?;
-            if let Some((id, rest)) = ack_of(&frame) {
-                if !rest.contains("\"ok\":true") {
-                    bail!("request {id} refused: {rest}");
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = done.changed() => break,
+            _ = async {
+                match tick.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
                 }
-                left.retain(|l| *l != id);
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads everything; sends by plan; counts and measures, until `done`. Returns the
-    /// latencies it saw.
-    async fn drive(
-        self,
-        seat: Seat,
-        plan: Option<SendPlan>,
-        shared: Arc<Shared>,
-        per_workspace: Arc<Vec<u64>>,
-        (start, mut done): (Instant, tokio::sync::watch::Receiver<bool>),
-    ) -> Histogram<u64> {
-        let (mut sink, mut stream) = self.ws.split();
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-        // Sends in flight: ack id → send time (µs).
-        let mut in_flight: HashMap<u64, u64> = HashMap::new();
-        let mut next_id = 10u64;
-        let fanout = per_workspace[seat.workspace_index];
-        let mut tick = plan.as_ref().and_then(|p| p.rate_per_sender).map(|r| {
-            let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            i
-        });
-        let window = plan.as_ref().map_or(0, |p| p.window);
-        let sending = plan.is_some();
-        let send_one = |in_flight: &mut HashMap<u64, u64>, next_id: &mut u64| -> Option<String> {
-            if shared.stopping.load(Ordering::Relaxed) {
-                return None;
-            }
-            let t = start.elapsed().as_micros() as u64;
-            let id = *next_id;
-            *next_id += 1;
-            in_flight.insert(id, t);
-            if in_window(&shared, t) {
-                shared.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            // A clientId on every send, as the seed frontend does for safe retries; the
-            // server then checks it against the stored keys.
-            Some(format!(
-                "42{id}[\"send_message\",{{\"contactId\":\"{}\",\"clientId\":\"{}-{id}\",\"body\":\"{t}\"}}]",
-                seat.contact, seat.key_prefix
-            ))
-        };
-        // Max-rate mode: fill the window at once.
-        if sending && tick.is_none() {
-            for _ in 0..window {
+            } => {
                 if let Some(frame) = send_one(&mut in_flight, &mut next_id)
                     && sink.send(Frame::text(frame)).await.is_err()
                 {
-                    return latency;
+                    break;
                 }
+                continue;
             }
-        }
-        loop {
-            let frame = tokio::select! {
-                frame = stream.next() => frame,
-                _ = done.changed() => break,
-                _ = async {
-                    match tick.as_mut() {
-                        Some(t) => { t.tick().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => {
-                    if let Some(frame) = send_one(&mut in_flight, &mut next_id)
-                        && sink.send(Frame::text(frame)).await.is_err()
-                    {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let Some(Ok(Frame::Text(text))) = frame else {
+        };
+        let Some(Ok(Frame::Text(text))) = frame else {
+            break;
+        };
+        let text = text.as_str();
+        if text == "2" {
+            if sink.send(Frame::text("3")).await.is_err() {
                 break;
+            }
+        } else if let Some(body) = text.strip_prefix("42[\"new_message\",") {
+            if let Some(t) = sent_at(body)
+                && shared.measuring.load(Ordering::Relaxed)
+                && in_window(&shared, t)
+            {
+                shared.deliveries.fetch_add(1, Ordering::Relaxed);
+                let now = start.elapsed().as_micros() as u64;
+                let _ = latency.record(now.saturating_sub(t).max(1));
+            }
+        } else if let Some((id, rest)) = ack_of(text) {
+            let Some(t) = in_flight.remove(&id) else {
+                continue;
             };
-            let text = text.as_str();
-            if text == "2" {
-                if sink.send(Frame::text("3")).await.is_err() {
-                    break;
+            let counted = in_window(&shared, t);
+            if rest.contains("\"ok\":true") {
+                if counted {
+                    shared.acked.fetch_add(1, Ordering::Relaxed);
+                    shared.expected.fetch_add(fanout, Ordering::Relaxed);
                 }
-            } else if let Some(body) = text.strip_prefix("42[\"new_message\",") {
-                if let Some(t) = sent_at(body)
-                    && shared.measuring.load(Ordering::Relaxed)
-                    && in_window(&shared, t)
-                {
-                    shared.deliveries.fetch_add(1, Ordering::Relaxed);
-                    let now = start.elapsed().as_micros() as u64;
-                    let _ = latency.record(now.saturating_sub(t).max(1));
-                }
-            } else if let Some((id, rest)) = ack_of(text) {
-                let Some(t) = in_flight.remove(&id) else {
-                    continue;
-                };
-                let counted = in_window(&shared, t);
-                if rest.contains("\"ok\":true") {
-                    if counted {
-                        shared.acked.fetch_add(1, Ordering::Relaxed);
-                        shared.expected.fetch_add(fanout, Ordering::Relaxed);
-                    }
-                } else if counted {
-                    let code = serde_json::from_str::<Value>(rest)
-                        .ok()
-                        .and_then(|v| v[0]["error"]["code"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "unreadable".into());
-                    *shared.errors.lock().await.entry(code).or_default() += 1;
-                }
-                if tick.is_none()
-                    && let Some(frame) = send_one(&mut in_flight, &mut next_id)
-                    && sink.send(Frame::text(frame)).await.is_err()
-                {
-                    break;
-                }
+            } else if counted {
+                let code = serde_json::from_str::<Value>(rest)
+                    .ok()
+                    .and_then(|v| v[0]["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unreadable".into());
+                *shared.errors.lock().await.entry(code).or_default() += 1;
+            }
+            if tick.is_none()
+                && let Some(frame) = send_one(&mut in_flight, &mut next_id)
+                && sink.send(Frame::text(frame)).await.is_err()
+            {
+                break;
             }
         }
-        latency
     }
+    latency
 }
 
 fn in_window(shared: &Shared, t: u64) -> bool {
@@ -558,13 +493,6 @@ fn sent_at(message: &str) -> Option<u64> {
     let rest = &message[at..];
     let end = rest.find('"')?;
     rest[..end].parse().ok()
-}
-
-/// `43<id>[...]` → (id, the rest).
-fn ack_of(frame: &str) -> Option<(u64, &str)> {
-    let rest = frame.strip_prefix("43")?;
-    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-    Some((rest[..digits].parse().ok()?, &rest[digits..]))
 }
 
 async fn idle(args: &Args, k: usize) -> anyhow::Result<Value> {
@@ -636,12 +564,7 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn reads_acks_and_send_times() {
-        assert_eq!(
-            super::ack_of("4312[{\"ok\":true}]"),
-            Some((12, "[{\"ok\":true}]"))
-        );
-        assert_eq!(super::ack_of("42[\"x\"]"), None);
+    fn reads_send_times() {
         assert_eq!(
             super::sent_at("{\"body\":\"123456\",\"seq\":1}]"),
             Some(123456)
