@@ -344,14 +344,16 @@ async fn work_the_queue(
     tokio::pin!(expires);
     let mut committing = FuturesOrdered::<Committing>::new();
     loop {
+        // A socket that always has work never reaches the timer's arm below.
+        if expiry
+            .as_ref()
+            .is_some_and(|e| e.at <= tokio::time::Instant::now())
+            && let Some(expiry) = expiry.take()
+        {
+            expiry.disconnect();
+        }
         let job = tokio::select! {
             biased;
-            _ = &mut expires, if expiry.is_some() => {
-                if let Some(expiry) = expiry.take() {
-                    expiry.disconnect();
-                }
-                continue;
-            }
             Some(answer) = committing.next(), if !committing.is_empty() => {
                 answer();
                 continue;
@@ -360,6 +362,13 @@ async fn work_the_queue(
                 Some(job) => job,
                 None => break,
             },
+            // Last: polled only when there is nothing else to do.
+            _ = &mut expires, if expiry.is_some() => {
+                if let Some(expiry) = expiry.take() {
+                    expiry.disconnect();
+                }
+                continue;
+            }
         };
         if !job.pipelined {
             while let Some(answer) = committing.next().await {
