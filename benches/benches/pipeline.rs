@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::{SinkExt, StreamExt};
 use livechat_core::auth::{Claims, JwtAuthenticator};
-use livechat_core::model::{ContactId, Role, UserId, WorkspaceId};
-use livechat_core::store::{MemoryStore, NewContact, NewWorkspace};
+use livechat_core::model::{ContactId, Role, UserId};
+use livechat_core::store::MemoryStore;
+use livechat_core::testing::workspace_with_contact;
 use livechat_core::{Limits, LiveChat, Rate};
 use livechat_loadgen::Client;
 use serde_json::json;
@@ -57,8 +58,10 @@ async fn setup(subscribers: u64) -> anyhow::Result<Setup> {
     // The subscribers are one agent's sockets: agents that each joined would each send
     // every other subscriber a presence change, a storm that is not the pipeline.
     limits.max_connections_per_user = subscribers as usize;
+    let store = MemoryStore::new();
+    let (workspace, contact) = workspace_with_contact(&store).await;
     let (layer, chat) = LiveChat::builder()
-        .store(MemoryStore::new())
+        .store(store)
         .authenticator(JwtAuthenticator::hs256(SECRET))
         .limits(limits)
         .build_layer();
@@ -67,21 +70,6 @@ async fn setup(subscribers: u64) -> anyhow::Result<Setup> {
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let workspace = WorkspaceId::new_v4();
-    chat.create_workspace(NewWorkspace {
-        id: workspace,
-        name: "bench".into(),
-        phone: None,
-    })
-    .await?;
-    let contact = ContactId::new_v4();
-    chat.create_contact(NewContact {
-        id: contact,
-        workspace_id: workspace,
-        name: "customer".into(),
-        phone: None,
-    })
-    .await?;
     chat.add_member(workspace, UserId::from("sender"), Role::Agent)
         .await?;
     chat.add_member(workspace, UserId::from("agent"), Role::Agent)

@@ -216,10 +216,15 @@ fn set_up_socket(chat: LiveChat, io: SocketIo, s: SocketRef, identity: &Identity
             // This part runs synchronously as the packet arrives, so queueing here
             // keeps the arrival order.
             if let Some((event, route)) = ROUTES.get_key_value(event.as_str()) {
-                let data = data.map_err(|e| {
-                    ChatError::InvalidPayload(format!("the payload does not parse: {e}"))
-                });
-                enqueue(&chat, &queue, event, route, s, data, ack, wanted);
+                let request = Request {
+                    s,
+                    data: data.map_err(|e| {
+                        ChatError::InvalidPayload(format!("the payload does not parse: {e}"))
+                    }),
+                    ack,
+                    wanted,
+                };
+                enqueue(&chat, &queue, event, route, request);
             }
             std::future::ready(())
         },
@@ -344,16 +349,15 @@ async fn work_the_queue(
     tokio::pin!(expires);
     let mut committing = FuturesOrdered::<Committing>::new();
     loop {
-        // A socket that always has work never reaches the timer's arm below.
-        if expiry
-            .as_ref()
-            .is_some_and(|e| e.at <= tokio::time::Instant::now())
-            && let Some(expiry) = expiry.take()
-        {
-            expiry.disconnect();
-        }
         let job = tokio::select! {
+            // First, so that a socket that always has work is still cut off in time.
             biased;
+            _ = &mut expires, if expiry.is_some() => {
+                if let Some(expiry) = expiry.take() {
+                    expiry.disconnect();
+                }
+                continue;
+            }
             Some(answer) = committing.next(), if !committing.is_empty() => {
                 answer();
                 continue;
@@ -362,13 +366,6 @@ async fn work_the_queue(
                 Some(job) => job,
                 None => break,
             },
-            // Last: polled only when there is nothing else to do.
-            _ = &mut expires, if expiry.is_some() => {
-                if let Some(expiry) = expiry.take() {
-                    expiry.disconnect();
-                }
-                continue;
-            }
         };
         if !job.pipelined {
             while let Some(answer) = committing.next().await {
@@ -402,12 +399,19 @@ struct Route {
     job: Box<JobMaker>,
 }
 
+/// One request of a socket, as it arrived.
+struct Request {
+    s: SocketRef,
+    /// The payload, or why it does not parse.
+    data: Result<serde_json::Value, ChatError>,
+    ack: AckSender,
+    /// Whether the client asked for an ack.
+    wanted: bool,
+}
+
 type JobMaker = dyn Fn(
         LiveChat,
-        SocketRef,
-        Result<serde_json::Value, ChatError>,
-        AckSender,
-        bool,
+        Request,
         Option<Unanswered>,
     ) -> Pin<Box<dyn Future<Output = Option<Committing>> + Send>>
     + Send
@@ -436,13 +440,14 @@ where
     F: Fn(LiveChat, SocketRef, Arc<Identity>, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Outcome<Res>> + Send + 'static,
 {
-    let job = move |chat: LiveChat,
-                    s: SocketRef,
-                    data: Result<serde_json::Value, ChatError>,
-                    ack: AckSender,
-                    wanted: bool,
-                    unanswered: Option<Unanswered>| {
+    let job = move |chat: LiveChat, request: Request, unanswered: Option<Unanswered>| {
         let f = f.clone();
+        let Request {
+            s,
+            data,
+            ack,
+            wanted,
+        } = request;
         Box::pin(async move {
             let decoded = data.and_then(|v| decode_request::<Req>(v, chat.limits().max_json_depth));
             let outcome = match (decoded, s.extensions.get::<Arc<Identity>>()) {
@@ -477,25 +482,19 @@ where
 
 /// Queues one request of a socket in arrival order. While draining, a send is refused
 /// at once; a socket with too many requests pending is told `rate_limited` at once.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the parts of one incoming packet"
-)]
 fn enqueue(
     chat: &LiveChat,
     queue: &mpsc::Sender<Box<Job>>,
     event: &'static str,
     route: &Route,
-    s: SocketRef,
-    data: Result<serde_json::Value, ChatError>,
-    ack: AckSender,
-    wanted: bool,
+    request: Request,
 ) {
     // Counted before the drain flag is read (see `DrainState::draining`).
     let mut unanswered = Some(chat.inner().drain.take());
     if chat.draining() {
         unanswered = None;
         if event == events::SEND_MESSAGE {
+            let Request { s, ack, wanted, .. } = request;
             answer(
                 &s,
                 ack,
@@ -510,12 +509,13 @@ fn enqueue(
         let busy = ChatError::RateLimited {
             retry_after: BUSY_RETRY,
         };
+        let Request { s, ack, wanted, .. } = request;
         answer(&s, ack, wanted, event, Err::<(), _>(busy));
         return;
     };
     permit.send(Box::new(Job {
         pipelined: route.pipelined,
-        run: (route.job)(chat.clone(), s, data, ack, wanted, unanswered),
+        run: (route.job)(chat.clone(), request, unanswered),
     }));
 }
 

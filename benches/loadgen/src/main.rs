@@ -148,8 +148,12 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     // Connect and join, a bounded number at a time.
     let mut clients = Vec::with_capacity(seats.len());
     for chunk in seats.chunks(args.connect_concurrency.max(1)) {
-        let connected =
-            futures_util::future::join_all(chunk.iter().map(|seat| connect(&args.url, seat))).await;
+        let connected = futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|seat| Client::connect(&args.url, &seat.token)),
+        )
+        .await;
         for c in connected {
             clients.push(c?);
         }
@@ -362,11 +366,6 @@ struct SendPlan {
     window: usize,
 }
 
-/// A seat's connection, with the seat's token.
-async fn connect(url: &str, seat: &Seat) -> anyhow::Result<Client> {
-    Client::connect(url, &seat.token).await
-}
-
 /// Reads everything; sends by plan; counts and measures, until `done`. Returns the
 /// latencies it saw.
 async fn drive(
@@ -506,8 +505,12 @@ async fn idle(args: &Args, k: usize) -> anyhow::Result<Value> {
         .collect::<Vec<_>>()
         .chunks(args.connect_concurrency.max(1))
     {
-        let connected =
-            futures_util::future::join_all(chunk.iter().map(|_| connect(&args.url, &seat))).await;
+        let connected = futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|_| Client::connect(&args.url, &seat.token)),
+        )
+        .await;
         for c in connected {
             let client = c?;
             // Keep answering pings so the server keeps the connection.
