@@ -45,6 +45,8 @@ struct Setup {
     delivered: Arc<AtomicU64>,
     /// Signalled when a message has reached every subscriber.
     complete: Arc<Notify>,
+    /// Subscribers whose connection ended (counted, so that a failure can say so).
+    gone: Arc<AtomicU64>,
 }
 
 async fn setup(subscribers: u64) -> anyhow::Result<Setup> {
@@ -78,16 +80,20 @@ async fn setup(subscribers: u64) -> anyhow::Result<Setup> {
 
     let delivered = Arc::new(AtomicU64::new(0));
     let complete = Arc::new(Notify::new());
+    let gone = Arc::new(AtomicU64::new(0));
     for _ in 0..subscribers {
         let mut client = Client::connect(&url, &agent).await?;
         client
             .emit_ack(1, "join_workspace", json!({ "workspaceId": workspace }))
             .await?;
         client.wait_acks(&[1]).await?;
-        let (delivered, complete) = (delivered.clone(), complete.clone());
+        let (delivered, complete, gone) = (delivered.clone(), complete.clone(), gone.clone());
         tokio::spawn(async move {
             let (mut sink, mut stream) = client.ws.split();
-            while let Some(Ok(Frame::Text(text))) = stream.next().await {
+            while let Some(Ok(frame)) = stream.next().await {
+                let Frame::Text(text) = frame else {
+                    continue;
+                };
                 if text.as_str() == "2" {
                     if sink.send(Frame::text("3")).await.is_err() {
                         break;
@@ -101,6 +107,7 @@ async fn setup(subscribers: u64) -> anyhow::Result<Setup> {
                     }
                 }
             }
+            gone.fetch_add(1, Ordering::Relaxed);
         });
     }
     let sender = Client::connect(&url, &token("sender")).await?;
@@ -110,6 +117,7 @@ async fn setup(subscribers: u64) -> anyhow::Result<Setup> {
         subscribers,
         delivered,
         complete,
+        gone,
     })
 }
 
@@ -119,7 +127,7 @@ impl Setup {
     async fn send(&mut self, count: u64, next_id: &mut u64) -> Duration {
         let before = self.delivered.load(Ordering::Relaxed);
         let start = Instant::now();
-        for _ in 0..count {
+        for sent in 0..count {
             let id = *next_id;
             *next_id += 1;
             self.sender
@@ -135,14 +143,24 @@ impl Setup {
                 .await
                 .expect("send");
             self.sender.wait_acks(&[id]).await.expect("the send's ack");
-            tokio::time::timeout(DELIVERY_WAIT, self.complete.notified())
+            if tokio::time::timeout(DELIVERY_WAIT, self.complete.notified())
                 .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "message {id} did not reach all {} subscribers within {DELIVERY_WAIT:?}",
-                        self.subscribers
-                    )
-                });
+                .is_err()
+            {
+                let reached =
+                    || self.delivered.load(Ordering::Relaxed) - before - sent * self.subscribers;
+                let in_time = reached();
+                // Only to tell late deliveries from lost ones in the message.
+                tokio::time::sleep(DELIVERY_WAIT).await;
+                panic!(
+                    "message {id} reached {in_time} of {} subscribers within {DELIVERY_WAIT:?}, \
+                     {} after {:?} more; {} subscriber connections had ended",
+                    self.subscribers,
+                    reached(),
+                    DELIVERY_WAIT,
+                    self.gone.load(Ordering::Relaxed)
+                );
+            }
         }
         let elapsed = start.elapsed();
         let delivered = self.delivered.load(Ordering::Relaxed) - before;

@@ -130,6 +130,14 @@ async fn admit(
     Ok(identity)
 }
 
+/// A socket's queue worker, started once the socket is connected.
+type QueueWorker = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The worker of a socket that is admitted but not yet connected (an extension, so it
+/// must be `Clone`; taken once).
+#[derive(Clone)]
+struct WaitingQueue(Arc<std::sync::Mutex<Option<QueueWorker>>>);
+
 /// When a socket's token expires, and how to reach the socket then.
 struct Expiry {
     at: tokio::time::Instant,
@@ -150,11 +158,12 @@ pub(crate) fn user_room(user: &crate::model::UserId) -> String {
     format!("user:{user}")
 }
 
-/// Registers the `/` namespace. Everything happens in the middleware: admission, then
-/// the event handlers. socketioxide sends the connect packet after the middleware and
+/// Registers the `/` namespace. The middleware admits the socket and sets up its
+/// queue and handlers. socketioxide sends the connect packet after the middleware and
 /// only then starts the connect handler, in a task of its own; a client that emits
 /// from its `connect` listener (as socket.io-client apps join their rooms) could reach
-/// a socket with no handlers yet, and the event would be dropped.
+/// a socket with no handlers yet, and the event would be dropped. So the handlers
+/// queue from the start, and the connect handler starts the queue's worker.
 pub(crate) fn register(io: &SocketIo, chat: LiveChat) {
     let admit_and_handle =
         move |s: SocketRef, io: SocketIo, TryData(auth): TryData<serde_json::Value>| {
@@ -165,7 +174,17 @@ pub(crate) fn register(io: &SocketIo, chat: LiveChat) {
                 Ok::<_, ConnectRefusal>(())
             }
         };
-    io.ns("/", { async || {} }.with(admit_and_handle));
+    // socketioxide calls this once the socket counts as connected: only then may its
+    // requests run (a join before that would be refused by the room bookkeeping, yet
+    // answered). Until then they wait in the queue.
+    let start_the_queue = |s: SocketRef| async move {
+        if let Some(waiting) = s.extensions.remove::<WaitingQueue>()
+            && let Some(queue) = waiting.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            tokio::spawn(queue);
+        }
+    };
+    io.ns("/", start_the_queue.with(admit_and_handle));
 }
 
 /// Sets up an admitted socket: its user room, its state, its request queue and its
@@ -198,7 +217,9 @@ fn set_up_socket(chat: LiveChat, io: SocketIo, s: SocketRef, identity: &Identity
             sid: s.id,
         }
     });
-    tokio::spawn(work_the_queue(jobs, pending, expiry));
+    let worker: QueueWorker = Box::pin(work_the_queue(jobs, pending, expiry));
+    s.extensions
+        .insert(WaitingQueue(Arc::new(std::sync::Mutex::new(Some(worker)))));
 
     let gone_chat = chat.clone();
     s.on_disconnect(move |s: SocketRef, reason: DisconnectReason| async move {

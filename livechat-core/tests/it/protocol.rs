@@ -761,57 +761,68 @@ async fn leaving_a_room_ends_its_deliveries_and_only_its_own() {
 
 /// socket.io-client apps emit from their `connect` listener (join the inbox rooms at
 /// once), so the first event can reach the server right behind the connect packet.
-/// Each of many clients that connect together sends its first request the moment it
-/// is connected, with nothing in between, and every one is answered.
+/// Each of many clients that connect together joins the moment it is connected, with
+/// nothing in between: every join is answered, and every client then gets the next
+/// message of the workspace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_sent_the_moment_a_client_is_connected_is_answered() {
+async fn a_join_sent_the_moment_a_client_is_connected_is_answered_and_holds() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
     const CLIENTS: usize = 50;
     let _alone = alone().await;
     let mut limits = Limits::default();
-    limits.max_connections_per_user = CLIENTS;
-    limits.max_connections_per_ip = CLIENTS;
-    limits.connect_rate_per_ip = livechat_core::Rate::new(1000, CLIENTS as u32);
+    limits.max_connections_per_user = CLIENTS + 1;
+    limits.max_connections_per_ip = CLIENTS + 1;
+    limits.connect_rate_per_ip = livechat_core::Rate::new(1000, CLIENTS as u32 + 1);
     let server = Server::start_with(MemoryStore::new(), limits).await;
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
     let auth = json!({ "token": token("bob") });
     let join = json!(["join_workspace", { "workspaceId": server.other_ws }]);
+    let (joined_tx, mut joined) = tokio::sync::mpsc::channel::<()>(CLIENTS);
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..CLIENTS {
-        let (url, auth, join) = (url.clone(), auth.clone(), join.clone());
+        let (url, auth, join, joined_tx) =
+            (url.clone(), auth.clone(), join.clone(), joined_tx.clone());
         clients.spawn(async move {
             let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
             ws.send(Message::text(format!("40{auth}"))).await.unwrap();
-            let mut connected = false;
-            let deadline = tokio::time::Instant::now() + WAIT;
+            let mut state = "not connected";
+            let mut deadline = tokio::time::Instant::now() + WAIT;
             loop {
                 let frame = tokio::time::timeout_at(deadline, ws.next())
                     .await
-                    .unwrap_or_else(|_| {
-                        panic!(
-                            "client {i}: {} within {WAIT:?}",
-                            if connected {
-                                "no answer to the join sent on connect"
-                            } else {
-                                "not connected"
-                            }
-                        )
-                    });
+                    .unwrap_or_else(|_| panic!("client {i}: {state} within {WAIT:?}"));
                 let Some(Ok(Message::Text(text))) = frame else {
                     panic!("client {i}: connection closed");
                 };
-                if !connected && text.starts_with("40") {
-                    connected = true;
+                if state == "not connected" && text.starts_with("40") {
+                    state = "no answer to the join sent on connect";
                     ws.send(Message::text(format!("421{join}"))).await.unwrap();
                 } else if text.starts_with("431") {
                     assert!(text.contains("\"ok\":true"), "client {i}: {text}");
+                    state = "joined, but no new_message";
+                    deadline = tokio::time::Instant::now() + 2 * WAIT;
+                    joined_tx.send(()).await.unwrap();
+                } else if text.starts_with("42[\"new_message\"") {
                     return;
                 }
             }
         });
     }
+    for _ in 0..CLIENTS {
+        tokio::time::timeout(WAIT * 2, joined.recv())
+            .await
+            .expect("every client joined")
+            .expect("joined");
+    }
+    let sender = server.connect("bob").await;
+    sender
+        .call_ok(
+            "send_message",
+            json!({ "contactId": server.other_contact, "body": "to everyone" }),
+        )
+        .await;
     while let Some(done) = clients.join_next().await {
         done.unwrap();
     }
