@@ -156,11 +156,16 @@ impl SqliteStore {
             // instead of every 1000: a busy commit writes hundreds of pages, so the
             // default checkpoints after almost every commit and writes each hot page
             // (the last leaf of every active conversation's index) twice per commit.
+            // A batch insert keeps a statement journal (the pages it changed, so that
+            // a failing row undoes only that statement); past 64 KiB SQLite spills it
+            // to a temporary file, which a batch of hundreds of pages always did: a
+            // `pwrite` per page. `temp_store=MEMORY` keeps it in memory.
             .connect_with(
                 connect
                     .clone()
                     .pragma("cache_size", "-32768")
-                    .pragma("wal_autocheckpoint", "8192"),
+                    .pragma("wal_autocheckpoint", "8192")
+                    .pragma("temp_store", "MEMORY"),
             )
             .await
             .map_err(map_err)?;
@@ -287,7 +292,7 @@ impl SqliteStore {
                 .collect();
             let rows = sqlx::query(select_messages!(
                 "WHERE (workspace_id, client_id) IN \
-                 (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+                 (SELECT value ->> 0, value ->> 1 FROM jsonb_each(?1))"
             ))
             .bind(json_param(&keys)?)
             .fetch_all(&mut **tx)
@@ -352,6 +357,9 @@ impl SqliteStore {
                 &m.moderation_flag,
             ));
         }
+        // `jsonb_each`, not `json_each`: each row (an array) comes out in SQLite's
+        // binary JSON, which `->>` reads in place; `json_each` would turn every row
+        // back into text for `->>` to parse again, once per column.
         sqlx::query(
             "INSERT INTO livechat_messages (id, contact_id, workspace_id, sender, body, is_read, \
              direction, status, twilio_sid, msg_type, created_at, seq, client_id, \
@@ -359,7 +367,7 @@ impl SqliteStore {
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, 0, \
                     value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, \
                     value ->> 10, value ->> 11, value ->> 12 \
-             FROM json_each(?1) ORDER BY key",
+             FROM jsonb_each(?1) ORDER BY key",
         )
         .bind(json_param(&rows)?)
         .execute(&mut **tx)
@@ -372,7 +380,7 @@ impl SqliteStore {
             .collect();
         sqlx::query(
             "UPDATE workspaces SET last_seq = c.value ->> 1 \
-             FROM json_each(?1) AS c WHERE workspaces.id = c.value ->> 0",
+             FROM jsonb_each(?1) AS c WHERE workspaces.id = c.value ->> 0",
         )
         .bind(json_param(&counters)?)
         .execute(&mut **tx)
