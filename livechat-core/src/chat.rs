@@ -11,7 +11,7 @@ use crate::auth::{DynAuthenticator, Identity};
 use crate::builder::LiveChatBuilder;
 use crate::config::Limits;
 use crate::delivery::{Counters, RecoveryMiss, Stats, Writer, WriterConfig};
-use crate::error::{AuthError, ChatError};
+use crate::error::{AuthError, ChatError, StoreError};
 use crate::guard::{Guard, GuardLimits, OriginPolicy, SocketBudget};
 use crate::handlers::user_room;
 use crate::metrics;
@@ -174,7 +174,26 @@ impl Committing {
     /// The stored message once committed. The writer commits, then delivers; a
     /// duplicate is the stored original, and is not delivered again.
     pub(crate) async fn message(self) -> Result<Message, ChatError> {
-        let appended = self
+        Ok(self.settled().await?.0)
+    }
+
+    /// The stored message as JSON text, for an ack: a new message's is the text its
+    /// delivery sent, serialized once for both.
+    pub(crate) async fn message_json(self) -> Result<crate::delivery::SharedJson, ChatError> {
+        match self.settled().await? {
+            (_, Some(json)) => Ok(json),
+            (message, None) => serde_json::value::to_raw_value(&message)
+                .map(crate::delivery::SharedJson::from)
+                .map_err(|e| {
+                    ChatError::Store(StoreError::Corrupt(format!(
+                        "could not serialize a message: {e}"
+                    )))
+                }),
+        }
+    }
+
+    async fn settled(self) -> Result<(Message, Option<crate::delivery::SharedJson>), ChatError> {
+        let (appended, json) = self
             .pending
             .outcome()
             .await
@@ -192,7 +211,7 @@ impl Committing {
         if let Some(outbox) = self.outbox {
             outbox.notify_one();
         }
-        Ok(message)
+        Ok((message, json))
     }
 }
 

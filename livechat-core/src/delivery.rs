@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
@@ -122,17 +123,25 @@ pub(crate) struct WriterConfig {
     pub(crate) max_recovery: usize,
 }
 
-type AppendReply = oneshot::Sender<Result<Appended, StoreError>>;
+/// A message as JSON text, serialized once after its commit and shared by its
+/// delivery and its sender's ack.
+pub(crate) type SharedJson = Arc<RawValue>;
+
+/// The outcome of an append; a newly stored message comes with its JSON.
+type Committed = Result<(Appended, Option<SharedJson>), StoreError>;
+
+type AppendReply = oneshot::Sender<Committed>;
 
 /// A message for the next commit, with the moment its send arrived.
 type Append = (NewMessage, Instant, AppendReply);
 
 /// A message queued for a commit.
-pub(crate) struct Pending(oneshot::Receiver<Result<Appended, StoreError>>);
+pub(crate) struct Pending(oneshot::Receiver<Committed>);
 
 impl Pending {
-    /// Waits for the commit (or the refusal) of the message.
-    pub(crate) async fn outcome(self) -> Result<Appended, ChatError> {
+    /// Waits for the commit (or the refusal) of the message. A newly stored message
+    /// comes with its JSON as delivered.
+    pub(crate) async fn outcome(self) -> Result<(Appended, Option<SharedJson>), ChatError> {
         let stopped = || {
             ChatError::Store(StoreError::Unavailable(
                 "the commit writer has stopped".into(),
@@ -400,6 +409,15 @@ struct Recovering {
     overflowed: bool,
 }
 
+/// A message the writer has at hand, with its JSON when already serialized, and how
+/// this node learned of it (for the metrics).
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    message: &'a Message,
+    json: Option<&'a RawValue>,
+    origin: &'static str,
+}
+
 struct WriterTask {
     appends: mpsc::Receiver<Append>,
     steps: mpsc::Receiver<Step>,
@@ -470,11 +488,22 @@ impl WriterTask {
         metrics::commit(started.elapsed(), results.len());
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         for (result, (received, reply)) in results.into_iter().zip(waiting) {
+            let mut json = None;
             if let Ok(Appended::Inserted(message)) = &result {
                 self.counters.committed.fetch_add(1, Ordering::Relaxed);
+                // Serialized once: for every socket here and for the sender's ack.
+                json = serde_json::value::to_raw_value(message)
+                    .inspect_err(|e| tracing::error!(error = %e, "could not serialize a message"))
+                    .ok()
+                    .map(SharedJson::from);
                 // A workspace is watched here while this node has sockets in it.
                 let watched = self.watermarks.contains_key(&message.workspace_id);
-                self.advance(message.workspace_id, message.seq, Some((message, "local")))
+                let known = Known {
+                    message,
+                    json: json.as_deref(),
+                    origin: "local",
+                };
+                self.advance(message.workspace_id, message.seq, Some(known))
                     .await;
                 if watched {
                     metrics::broadcast_latency(received.elapsed());
@@ -484,7 +513,7 @@ impl WriterTask {
                 }
             }
             // The sender may have gone (client disconnected); the message stays stored.
-            let _ = reply.send(result);
+            let _ = reply.send(result.map(|appended| (appended, json)));
         }
     }
 
@@ -504,12 +533,13 @@ impl WriterTask {
                 let _ = reply.send(watched);
             }
             Step::Remote(message) => {
-                self.advance(
-                    message.workspace_id,
-                    message.seq,
-                    Some((&message, "remote")),
-                )
-                .await
+                let known = Known {
+                    message: &message,
+                    json: None,
+                    origin: "remote",
+                };
+                self.advance(message.workspace_id, message.seq, Some(known))
+                    .await
             }
             Step::Announced { workspace, seq } => self.advance(workspace, seq, None).await,
             Step::CatchUp => {
@@ -536,23 +566,18 @@ impl WriterTask {
     /// is the next one; anything missing before it is read from the store first.
     /// Workspaces without sockets on this node are not tracked, and nothing is read
     /// for them.
-    async fn advance(
-        &mut self,
-        workspace: WorkspaceId,
-        seq: i64,
-        known: Option<(&Message, &'static str)>,
-    ) {
+    async fn advance(&mut self, workspace: WorkspaceId, seq: i64, known: Option<Known<'_>>) {
         let Some(&delivered) = self.watermarks.get(&workspace) else {
             return;
         };
         if seq <= delivered {
             return;
         }
-        if let Some((message, origin)) = known
-            && message.seq == delivered + 1
+        if let Some(known) = known
+            && known.message.seq == delivered + 1
         {
-            self.deliver(message, origin);
-            self.watermarks.insert(workspace, message.seq);
+            self.deliver(known);
+            self.watermarks.insert(workspace, known.message.seq);
             return;
         }
         let mut delivered = delivered;
@@ -565,7 +590,11 @@ impl WriterTask {
                 Ok(page) => {
                     let before = delivered;
                     for m in page.messages.iter().take_while(|m| m.seq <= seq) {
-                        self.deliver(m, "store");
+                        self.deliver(Known {
+                            message: m,
+                            json: None,
+                            origin: "store",
+                        });
                         delivered = m.seq;
                     }
                     if delivered == before || delivered >= seq || !page.has_more {
@@ -578,34 +607,40 @@ impl WriterTask {
                 }
             }
         }
-        if let Some((message, origin)) = known
-            && message.seq > delivered
+        if let Some(known) = known
+            && known.message.seq > delivered
         {
             // The store did not give what came before (it failed to answer): deliver
             // what is at hand rather than hold it; clients resync by seq.
             self.counters.delivery_gaps.fetch_add(1, Ordering::Relaxed);
-            self.deliver(message, origin);
-            delivered = message.seq;
+            self.deliver(known);
+            delivered = known.message.seq;
         }
         self.watermarks.insert(workspace, delivered);
     }
 
     /// Emits to every socket in the contact room or the workspace room, once each.
-    /// `origin` says how this node learned of the message, for the metrics.
-    fn deliver(&mut self, message: &Message, origin: &'static str) {
+    fn deliver(&mut self, known: Known<'_>) {
+        let Known {
+            message,
+            json,
+            origin,
+        } = known;
         metrics::message_out(origin);
         let rooms = [
             contact_room(message.contact_id),
             workspace_room(message.workspace_id),
         ];
         let sockets = self.io.to(rooms).sockets();
-        // Serialized once, and only when a socket here listens; each emit then copies
-        // the JSON text instead of serializing again.
-        let encoded = match sockets.is_empty() {
-            true => None,
-            false => serde_json::value::to_raw_value(message)
+        // Serialized once (by the commit, or here when a socket listens); each emit
+        // then copies the JSON text instead of serializing again.
+        let encoded: Option<std::borrow::Cow<'_, RawValue>> = match (sockets.is_empty(), json) {
+            (true, _) => None,
+            (false, Some(json)) => Some(std::borrow::Cow::Borrowed(json)),
+            (false, None) => serde_json::value::to_raw_value(message)
                 .inspect_err(|e| tracing::error!(error = %e, "could not serialize a message"))
-                .ok(),
+                .ok()
+                .map(std::borrow::Cow::Owned),
         };
         for r in self.recovering.values_mut() {
             let wanted = match r.scope {
@@ -627,7 +662,7 @@ impl WriterTask {
         if let Some(encoded) = encoded {
             let (mut sent, mut slow, mut closed, mut failed) = (0, 0, 0, 0);
             for socket in sockets {
-                match socket.emit(events::NEW_MESSAGE, &encoded) {
+                match socket.emit(events::NEW_MESSAGE, &*encoded) {
                     Ok(()) => sent += 1,
                     Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                         slow += 1;

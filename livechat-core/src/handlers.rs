@@ -284,7 +284,7 @@ static ROUTES: std::sync::LazyLock<HashMap<&'static str, Route>> = std::sync::La
             |chat, s, who, req: SendMessage| async move {
                 let budget = s.extensions.get::<SocketBudget>();
                 match chat.send_from_socket(budget.as_ref(), &who, req).await {
-                    Ok(committing) => Outcome::Committing(Box::pin(committing.message())),
+                    Ok(committing) => Outcome::Committing(Box::pin(committing.message_json())),
                     Err(e) => Outcome::Done(Err(e)),
                 }
             },
