@@ -177,18 +177,16 @@ impl Committing {
         Ok(self.settled().await?.0)
     }
 
-    /// The stored message as JSON text, for an ack: a new message's is the text its
-    /// delivery sent, serialized once for both.
+    /// The stored message as JSON text, for an ack: the text its delivery sent when
+    /// a socket here got it, so it is serialized once for both.
     pub(crate) async fn message_json(self) -> Result<crate::delivery::SharedJson, ChatError> {
         match self.settled().await? {
             (_, Some(json)) => Ok(json),
-            (message, None) => serde_json::value::to_raw_value(&message)
-                .map(crate::delivery::SharedJson::from)
-                .map_err(|e| {
-                    ChatError::Store(StoreError::Corrupt(format!(
-                        "could not serialize a message: {e}"
-                    )))
-                }),
+            (message, None) => crate::delivery::message_json(&message).map_err(|e| {
+                ChatError::Store(StoreError::Corrupt(format!(
+                    "could not serialize a message: {e}"
+                )))
+            }),
         }
     }
 

@@ -123,11 +123,17 @@ pub(crate) struct WriterConfig {
     pub(crate) max_recovery: usize,
 }
 
-/// A message as JSON text, serialized once after its commit and shared by its
-/// delivery and its sender's ack.
+/// A message as JSON text, serialized once and shared by its delivery and its
+/// sender's ack.
 pub(crate) type SharedJson = Arc<RawValue>;
 
-/// The outcome of an append; a newly stored message comes with its JSON.
+/// `message` as the JSON text that delivery and acks send.
+pub(crate) fn message_json(message: &Message) -> Result<SharedJson, serde_json::Error> {
+    serde_json::value::to_raw_value(message).map(SharedJson::from)
+}
+
+/// The outcome of an append; a new message comes with its JSON when its delivery
+/// serialized it (a socket here listens).
 type Committed = Result<(Appended, Option<SharedJson>), StoreError>;
 
 type AppendReply = oneshot::Sender<Committed>;
@@ -139,8 +145,8 @@ type Append = (NewMessage, Instant, AppendReply);
 pub(crate) struct Pending(oneshot::Receiver<Committed>);
 
 impl Pending {
-    /// Waits for the commit (or the refusal) of the message. A newly stored message
-    /// comes with its JSON as delivered.
+    /// Waits for the commit (or the refusal) of the message. A new message comes with
+    /// its JSON when its delivery serialized it.
     pub(crate) async fn outcome(self) -> Result<(Appended, Option<SharedJson>), ChatError> {
         let stopped = || {
             ChatError::Store(StoreError::Unavailable(
@@ -409,15 +415,6 @@ struct Recovering {
     overflowed: bool,
 }
 
-/// A message the writer has at hand, with its JSON when already serialized, and how
-/// this node learned of it (for the metrics).
-#[derive(Clone, Copy)]
-struct Known<'a> {
-    message: &'a Message,
-    json: Option<&'a RawValue>,
-    origin: &'static str,
-}
-
 struct WriterTask {
     appends: mpsc::Receiver<Append>,
     steps: mpsc::Receiver<Step>,
@@ -488,22 +485,14 @@ impl WriterTask {
         metrics::commit(started.elapsed(), results.len());
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         for (result, (received, reply)) in results.into_iter().zip(waiting) {
+            // Filled by the delivery if a socket here listens; the sender's ack reuses it.
             let mut json = None;
             if let Ok(Appended::Inserted(message)) = &result {
                 self.counters.committed.fetch_add(1, Ordering::Relaxed);
-                // Serialized once: for every socket here and for the sender's ack.
-                json = serde_json::value::to_raw_value(message)
-                    .inspect_err(|e| tracing::error!(error = %e, "could not serialize a message"))
-                    .ok()
-                    .map(SharedJson::from);
                 // A workspace is watched here while this node has sockets in it.
                 let watched = self.watermarks.contains_key(&message.workspace_id);
-                let known = Known {
-                    message,
-                    json: json.as_deref(),
-                    origin: "local",
-                };
-                self.advance(message.workspace_id, message.seq, Some(known))
+                let known = Some((message, "local"));
+                self.advance(message.workspace_id, message.seq, known, &mut json)
                     .await;
                 if watched {
                     metrics::broadcast_latency(received.elapsed());
@@ -533,19 +522,17 @@ impl WriterTask {
                 let _ = reply.send(watched);
             }
             Step::Remote(message) => {
-                let known = Known {
-                    message: &message,
-                    json: None,
-                    origin: "remote",
-                };
-                self.advance(message.workspace_id, message.seq, Some(known))
+                let known = Some((&message, "remote"));
+                self.advance(message.workspace_id, message.seq, known, &mut None)
                     .await
             }
-            Step::Announced { workspace, seq } => self.advance(workspace, seq, None).await,
+            Step::Announced { workspace, seq } => {
+                self.advance(workspace, seq, None, &mut None).await
+            }
             Step::CatchUp => {
                 let watched: Vec<WorkspaceId> = self.watermarks.keys().copied().collect();
                 for workspace in watched {
-                    self.advance(workspace, i64::MAX, None).await;
+                    self.advance(workspace, i64::MAX, None, &mut None).await;
                 }
             }
         }
@@ -565,19 +552,25 @@ impl WriterTask {
     /// `seq`, when the caller has it, and where it came from) goes out at once if it
     /// is the next one; anything missing before it is read from the store first.
     /// Workspaces without sockets on this node are not tracked, and nothing is read
-    /// for them.
-    async fn advance(&mut self, workspace: WorkspaceId, seq: i64, known: Option<Known<'_>>) {
+    /// for them. `json` is `known`'s JSON, filled in when its delivery serializes it.
+    async fn advance(
+        &mut self,
+        workspace: WorkspaceId,
+        seq: i64,
+        known: Option<(&Message, &'static str)>,
+        json: &mut Option<SharedJson>,
+    ) {
         let Some(&delivered) = self.watermarks.get(&workspace) else {
             return;
         };
         if seq <= delivered {
             return;
         }
-        if let Some(known) = known
-            && known.message.seq == delivered + 1
+        if let Some((message, origin)) = known
+            && message.seq == delivered + 1
         {
-            self.deliver(known);
-            self.watermarks.insert(workspace, known.message.seq);
+            self.deliver(message, origin, json);
+            self.watermarks.insert(workspace, message.seq);
             return;
         }
         let mut delivered = delivered;
@@ -590,11 +583,7 @@ impl WriterTask {
                 Ok(page) => {
                     let before = delivered;
                     for m in page.messages.iter().take_while(|m| m.seq <= seq) {
-                        self.deliver(Known {
-                            message: m,
-                            json: None,
-                            origin: "store",
-                        });
+                        self.deliver(m, "store", &mut None);
                         delivered = m.seq;
                     }
                     if delivered == before || delivered >= seq || !page.has_more {
@@ -607,41 +596,34 @@ impl WriterTask {
                 }
             }
         }
-        if let Some(known) = known
-            && known.message.seq > delivered
+        if let Some((message, origin)) = known
+            && message.seq > delivered
         {
             // The store did not give what came before (it failed to answer): deliver
             // what is at hand rather than hold it; clients resync by seq.
             self.counters.delivery_gaps.fetch_add(1, Ordering::Relaxed);
-            self.deliver(known);
-            delivered = known.message.seq;
+            self.deliver(message, origin, json);
+            delivered = message.seq;
         }
         self.watermarks.insert(workspace, delivered);
     }
 
     /// Emits to every socket in the contact room or the workspace room, once each.
-    fn deliver(&mut self, known: Known<'_>) {
-        let Known {
-            message,
-            json,
-            origin,
-        } = known;
+    /// `origin` says how this node learned of the message, for the metrics. The
+    /// message is serialized once, into `json` unless it is there already, and only
+    /// when a socket here listens; each emit then copies the JSON text.
+    fn deliver(&mut self, message: &Message, origin: &'static str, json: &mut Option<SharedJson>) {
         metrics::message_out(origin);
         let rooms = [
             contact_room(message.contact_id),
             workspace_room(message.workspace_id),
         ];
         let sockets = self.io.to(rooms).sockets();
-        // Serialized once (by the commit, or here when a socket listens); each emit
-        // then copies the JSON text instead of serializing again.
-        let encoded: Option<std::borrow::Cow<'_, RawValue>> = match (sockets.is_empty(), json) {
-            (true, _) => None,
-            (false, Some(json)) => Some(std::borrow::Cow::Borrowed(json)),
-            (false, None) => serde_json::value::to_raw_value(message)
+        if !sockets.is_empty() && json.is_none() {
+            *json = message_json(message)
                 .inspect_err(|e| tracing::error!(error = %e, "could not serialize a message"))
-                .ok()
-                .map(std::borrow::Cow::Owned),
-        };
+                .ok();
+        }
         for r in self.recovering.values_mut() {
             let wanted = match r.scope {
                 SyncScope::Workspace(ws) => message.workspace_id == ws,
@@ -659,10 +641,10 @@ impl WriterTask {
                 r.buffer = Vec::new();
             }
         }
-        if let Some(encoded) = encoded {
+        if let Some(encoded) = json.as_deref() {
             let (mut sent, mut slow, mut closed, mut failed) = (0, 0, 0, 0);
             for socket in sockets {
-                match socket.emit(events::NEW_MESSAGE, &*encoded) {
+                match socket.emit(events::NEW_MESSAGE, encoded) {
                     Ok(()) => sent += 1,
                     Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                         slow += 1;

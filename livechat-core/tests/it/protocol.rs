@@ -118,6 +118,29 @@ async fn the_sender_also_receives_its_own_message_once_when_in_the_room() {
     assert_eq!(agent.collect("new_message", QUIET).await.len(), 1);
 }
 
+/// With no socket in its rooms, nothing here serializes the message for delivery,
+/// so the ack serializes it itself; it must still be the stored message, whole.
+#[tokio::test]
+async fn the_ack_carries_the_stored_message_when_no_socket_listens() {
+    let server = Server::start().await;
+    let sender = server.connect("alice").await;
+    let ack = sender
+        .call_ok(
+            "send_message",
+            json!({ "contactId": server.contact, "body": "unheard", "clientId": "c-9" }),
+        )
+        .await;
+    assert_eq!(ack["body"], "unheard", "{ack}");
+    assert_eq!(ack["seq"], 1, "{ack}");
+    let page = sender
+        .call_ok("history", json!({ "contactId": server.contact }))
+        .await;
+    assert_eq!(
+        page["messages"][0], ack,
+        "the ack is the stored message: {page}"
+    );
+}
+
 #[tokio::test]
 async fn a_retry_with_the_same_client_id_is_stored_and_broadcast_once() {
     let server = Server::start().await;
